@@ -1,0 +1,166 @@
+"""The value types of the configuration, parsed in one place.
+
+Each ``Key`` knows its type, default and one-line meaning; ``hub.config`` assembles the schema
+from these and the rule modules add their own ``[rules.NAME]`` keys with the same types.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+DURATION_HELP = 'use e.g. "30m", "90s", "1h30m", or a number of seconds'
+WINDOW_HELP = 'use "HH:MM-HH:MM", e.g. "21:00-07:00"; "00:00-24:00" is the whole day'
+
+
+class BadValue(ValueError):
+    """A value has the wrong shape; the message says what is allowed."""
+
+
+def parse_duration(value: Any) -> float:
+    """``"1h30m"``, ``"90s"``, ``"2h"`` or a plain number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise BadValue(f"{value!r} is not a duration ({DURATION_HELP})")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise BadValue(f"{value!r} is negative ({DURATION_HELP})")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        m = _DURATION_RE.match(text)
+        if text and m and any(m.groups()):
+            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            return h * 3600 + mi * 60 + s
+    raise BadValue(f"{value!r} is not a duration ({DURATION_HELP})")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A daily window in minutes after local midnight; it may wrap past midnight."""
+
+    start_min: int
+    end_min: int
+
+    def contains(self, minute_of_day: float) -> bool:
+        if self.start_min == self.end_min:
+            return False
+        if self.start_min < self.end_min:
+            return self.start_min <= minute_of_day < self.end_min
+        return minute_of_day >= self.start_min or minute_of_day < self.end_min
+
+    def contains_time(self, when) -> bool:
+        """``when`` is a zone-aware datetime already in the hub's timezone."""
+        return self.contains(when.hour * 60 + when.minute + when.second / 60)
+
+    def __str__(self) -> str:
+        def hm(m):
+            return f"{m // 60:02d}:{m % 60:02d}"
+
+        return f"{hm(self.start_min)}-{hm(self.end_min)}"
+
+
+def parse_window(value: Any) -> Window:
+    if isinstance(value, str):
+        m = _WINDOW_RE.match(value.strip())
+        if m:
+            h1, m1, h2, m2 = (int(g) for g in m.groups())
+            ok = h1 < 24 and m1 < 60 and m2 < 60 and (h2 < 24 or (h2 == 24 and m2 == 0))
+            if ok and (h1, m1) != (h2, m2):
+                return Window(h1 * 60 + m1, h2 * 60 + m2)
+    raise BadValue(f"{value!r} is not a daily window ({WINDOW_HELP})")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: how to parse it, its default, what it means.
+
+    ``parse`` takes the TOML value and returns the parsed value or raises ``BadValue``.
+    ``default`` is given in TOML form (it is parsed too); ``None`` with ``required`` unset
+    means the key may be absent and reads as ``None``.
+    """
+
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    required: bool = False
+
+
+def _typed(kind, name):
+    def parse(value):
+        if isinstance(value, bool) and kind is not bool:
+            raise BadValue(f"{value!r} is not {name}")
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise BadValue(f"{value!r} is not {name}")
+        return value
+
+    return parse
+
+
+def integer(lo: int | None = None, hi: int | None = None):
+    base = _typed(int, "an integer")
+
+    def parse(value):
+        v = base(value)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise BadValue(f"{v!r} is out of range (allowed {lo}..{hi})")
+        return v
+
+    return parse
+
+
+def number(lo: float | None = None, hi: float | None = None):
+    base = _typed(float, "a number")
+
+    def parse(value):
+        v = base(value)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise BadValue(f"{v!r} is out of range (allowed {lo}..{hi})")
+        return v
+
+    return parse
+
+
+boolean = _typed(bool, "true or false")
+string = _typed(str, "a string")
+
+
+def choice(*allowed: str):
+    def parse(value):
+        if value not in allowed:
+            raise BadValue(f"{value!r} is not allowed (use one of: {', '.join(allowed)})")
+        return value
+
+    return parse
+
+
+def pattern(regex: str, explain: str):
+    rx = re.compile(regex)
+
+    def parse(value):
+        if not isinstance(value, str) or not rx.fullmatch(value):
+            raise BadValue(f"{value!r} is not allowed ({explain})")
+        return value
+
+    return parse
+
+
+def duration(lo_s: float | None = None, hi_s: float | None = None):
+    def parse(value):
+        v = parse_duration(value)
+        if (lo_s is not None and v < lo_s) or (hi_s is not None and v > hi_s):
+            lo = "0" if lo_s is None else f"{lo_s:g}s"
+            hi = "" if hi_s is None else f"{hi_s:g}s"
+            raise BadValue(f"{value!r} is out of range (allowed {lo}..{hi})")
+        return v
+
+    return parse
+
+
+def window(value):
+    return parse_window(value)
