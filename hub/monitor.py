@@ -147,3 +147,33 @@ async def run_monitor(url: str, protocol: str, baudrate: int = 0, record_path=No
             writer.close()
         show(describe_counters(decoder.counters, decoder.firmware))
     return EX_OK
+
+
+def main(args) -> int:
+    """``carehub monitor``: --port/--protocol/--baudrate override the [belt] configuration;
+    with both --port and --protocol given, no configuration file is needed."""
+    from hub import config
+    from hub.errors import ConfigError
+
+    belt: dict = {}
+    if not (args.port and args.protocol):
+        try:
+            belt = config.load(args.config).get("belt") or {}
+        except ConfigError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return 78
+    url = args.port or belt.get("port")
+    protocol = args.protocol or belt.get("protocol") or "micradar"
+    if not url:
+        print("carehub monitor: no bed sensor configured: add a [belt] table with a port, "
+              "or give --port URL --protocol NAME", file=sys.stderr)
+        return EX_USAGE
+    baudrate = args.baudrate if args.baudrate is not None else belt.get("baudrate", 0)
+    try:
+        return asyncio.run(run_monitor(
+            url, protocol, baudrate or 0, args.record, sys.stdout,
+            stale_timeout_s=belt.get("stale_timeout", 30.0),
+            reconnect_max_s=belt.get("reconnect_max", 60.0)))
+    except KeyboardInterrupt:
+        return EX_OK
