@@ -70,9 +70,11 @@ def test_in_bed_derived_from_presence_and_distance_without_native_report():
     d.run(20, presence=True, protocol="tinyframe")
     assert d.t.in_bed is False and d.events == []   # present, but across the room
     d.feed(protocol="tinyframe", distance_m=0.9)
-    d.run(10, presence=True, protocol="tinyframe")
+    d.run(9, presence=True, protocol="tinyframe")
+    assert d.events == []
+    d.run(2, presence=True, protocol="tinyframe")
     assert d.types() == ["bed.entered"]
-    d.run(10, presence=False, protocol="tinyframe")
+    d.run(11, presence=False, protocol="tinyframe")
     assert d.types()[-1] == "bed.exited"
 
 
