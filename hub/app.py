@@ -59,6 +59,7 @@ class Hub:
         self.components = await self._build_components()
         for comp in self.components:
             self._spawn(comp.run(), name=type(comp).__name__)
+        await self._heartbeat()  # the first one says the hub (re)started
         self._spawn(self._heartbeat_loop(), name="heartbeat")
         if self.notifier.watchdog_interval_s:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), name="watchdog")
@@ -123,11 +124,14 @@ class Hub:
             "version": __version__,
         }
 
+    async def _heartbeat(self) -> None:
+        self.store.enqueue(self.factory.make("hub.heartbeat", await self.heartbeat_data()))
+
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg["hub"]["heartbeat_interval"]
         while True:
-            self.store.enqueue(self.factory.make("hub.heartbeat", await self.heartbeat_data()))
             await asyncio.sleep(interval)
+            await self._heartbeat()
 
     async def _watchdog_loop(self, interval_s: float) -> None:
         """WATCHDOG=1 only while the loop turns and the store's thread answers."""

@@ -32,7 +32,9 @@ BELT_DEFAULT_BAUD = {"micradar": 115200, "tinyframe": 115200, "ndjson": 115200}
 
 
 def _timezone(value):
-    if not isinstance(value, str) or not value:
+    if value == "":
+        return ""  # the system's, resolved after validation
+    if not isinstance(value, str):
         raise BadValue(f"{show(value)} is not a timezone (use an IANA name such as \"Asia/Shanghai\")")
     try:
         ZoneInfo(value)
@@ -329,7 +331,10 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
     if not cfg["hub"].get("timezone"):
-        cfg["hub"]["timezone"] = system_timezone()
+        try:
+            cfg["hub"]["timezone"] = _timezone(system_timezone())
+        except BadValue:
+            cfg["hub"]["timezone"] = "UTC"
     if problems.lines:
         raise ConfigError(problems.lines)
     cfg["_files"] = [str(f) for f in files]
