@@ -614,9 +614,12 @@ class AsyncStore:
             self._flush_failed = False
 
     async def flush(self) -> list[Event]:
-        """Commit everything buffered, in one transaction."""
+        """Commit everything buffered, in one transaction; returns when all earlier writes are done."""
         batch = self._take_buffer()
         if not batch:
+            if self._executor is not None:
+                # The worker runs jobs in order: an empty job is a barrier behind in-flight flushes.
+                await self._loop.run_in_executor(self._executor, lambda: None)
             return []
         try:
             return await self._call("append", batch)
