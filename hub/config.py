@@ -72,7 +72,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "store": {
         "quota_mb": Key(integer(1, 100000), 64, "size cap of the event store; oldest priority-3 events go first"),
-        "batch_interval": Key(duration(0, 3600), "60s", "low-priority events are committed together at most this late"),
+        "batch_interval": Key(duration(0, 3600), "10m", "low-priority events are committed together at most this late"),
         "batch_max": Key(integer(1, 10000), 100, "low-priority events committed together at most"),
     },
     "belt": {
