@@ -32,7 +32,9 @@ BELT_DEFAULT_BAUD = {"micradar": 115200, "tinyframe": 115200, "ndjson": 115200}
 
 
 def _timezone(value):
-    if not isinstance(value, str) or not value:
+    if value == "":
+        return ""  # the system's, resolved after validation
+    if not isinstance(value, str):
         raise BadValue(f"{show(value)} is not a timezone (use an IANA name such as \"Asia/Shanghai\")")
     try:
         ZoneInfo(value)
@@ -70,7 +72,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "store": {
         "quota_mb": Key(integer(1, 100000), 64, "size cap of the event store; oldest priority-3 events go first"),
-        "batch_interval": Key(duration(0, 3600), "60s", "low-priority events are committed together at most this late"),
+        "batch_interval": Key(duration(0, 3600), "10m", "low-priority events are committed together at most this late"),
         "batch_max": Key(integer(1, 10000), 100, "low-priority events committed together at most"),
     },
     "belt": {
@@ -329,7 +331,10 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
     if not cfg["hub"].get("timezone"):
-        cfg["hub"]["timezone"] = system_timezone()
+        try:
+            cfg["hub"]["timezone"] = _timezone(system_timezone())
+        except BadValue:
+            cfg["hub"]["timezone"] = "UTC"
     if problems.lines:
         raise ConfigError(problems.lines)
     cfg["_files"] = [str(f) for f in files]

@@ -6,12 +6,19 @@ import json
 import sys
 
 from hub.app import store_path
-from offline_queue.store import read_status
+from offline_queue.store import STATUS_STATE_KEYS, read_status
+
+# State keys the daemon keeps for this view (written on change only, to spare the SD card).
+DEVICES_KEY = "hub.devices"
+ACTIVE_ALERTS_KEY = "alerts.active"
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
-    status = read_status(store_path(cfg))
-    status["hub_id"] = cfg["hub"]["id"]
+    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY))
+    state = raw.pop("state")
+    status = dict(raw, hub_id=cfg["hub"]["id"], devices=state.pop(DEVICES_KEY) or {},
+                  active_alerts=state.pop(ACTIVE_ALERTS_KEY) or [],
+                  last_sync=state.get("sync.last_success"), sync=state)
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str), file=out)
         return 0

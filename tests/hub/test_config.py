@@ -56,6 +56,11 @@ def test_every_key_has_a_one_line_meaning():
         assert key.doc and "\n" not in key.doc, name
 
 
+def test_timezone_defaults_to_the_systems(write_config):
+    cfg = config.load(write_config(MINIMAL.replace('timezone = "Asia/Shanghai"\n', "")))
+    assert config.timezone_of(cfg) is not None and cfg["hub"]["timezone"]
+
+
 def test_defaults_are_filled_and_parsed(write_config):
     cfg = config.load(write_config(MINIMAL))
     assert cfg["hub"]["heartbeat_interval"] == 300.0

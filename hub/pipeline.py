@@ -1,0 +1,117 @@
+"""From bytes and observations to committed events: the one path shared by the daemon, the demo
+and `carehub replay`, so a recorded night replays exactly as the daemon lived it.
+
+Belt bytes -> decoder -> readings -> bed tracker (bed.entered/exited, vitals.minute) and alert
+engine (alerts) -> events to the sink; panel outputs to whoever shows them. The clock is read
+for every step: the daemon passes the system clock, replay a clock driven by the recording.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol
+
+from drivers.belt.decoder import make_decoder
+from drivers.belt.reading import Reading
+from hub.bed import BedTracker
+from hub.config import timezone_of
+from hub.events import Event, EventFactory
+from hub.rules.engine import AlertEngine
+from hub.rules.observations import BeltReading, DeviceStatus, Now, Tick
+
+LOGGER = logging.getLogger(__name__)
+
+ENGINE_STATE_KEY = "alerts.engine"
+ACTIVE_ALERTS_KEY = "alerts.active"
+DEVICES_KEY = "hub.devices"
+TICK_S = 1.0  # how often time-based rules are evaluated without input
+
+
+class EventSink(Protocol):
+    async def commit(self, event: Event, *, state: dict | None = None) -> Event: ...
+
+    def enqueue(self, event: Event) -> None: ...
+
+
+class Pipeline:
+    """Owns the decoder, the bed tracker and the alert engine for one home."""
+
+    def __init__(self, cfg: dict, clock, factory: EventFactory, sink: EventSink, *,
+                 engine_state=None, show: Callable[[str, str], None] | None = None):
+        self.cfg = cfg
+        self.clock = clock
+        self.tz = timezone_of(cfg)
+        self.factory = factory
+        self.sink = sink
+        self.show = show
+        belt = cfg.get("belt")
+        self.decoder = make_decoder(belt["protocol"]) if belt else None
+        self.bed = BedTracker(
+            enter_debounce_s=belt["enter_debounce"] if belt else 30.0,
+            exit_debounce_s=belt["exit_debounce"] if belt else 60.0,
+        )
+        self.engine = AlertEngine(cfg["rules"], cfg.get("alerts") or {}, state=engine_state)
+        self.devices: dict[str, dict] = {}
+        self.panel_state: tuple[str, str] | None = None
+
+    def now(self) -> Now:
+        return Now(self.clock.monotonic(), self.clock.now().astimezone(self.tz))
+
+    # --- inputs ------------------------------------------------------------------------------
+    async def belt_bytes(self, data: bytes) -> None:
+        for reading in self.decoder.feed(data):
+            await self.reading(reading)
+
+    async def reading(self, reading: Reading) -> None:
+        now = self.now()
+        for type_, data in self.bed.update(reading, now.mono, now.wall):
+            await self.emit(type_, data)
+        await self.observe(BeltReading(reading, in_bed=self.bed.in_bed), now)
+
+    async def tick(self) -> None:
+        now = self.now()
+        for type_, data in self.bed.tick(now.mono, now.wall):
+            await self.emit(type_, data)
+        await self.observe(Tick(), now)
+
+    async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
+        """A driver's link changed: a device.status event, and the rules hear of it."""
+        info = dict(info or {})
+        self.devices[device] = {"state": state, **{k: v for k, v in info.items() if k != "reason"}}
+        event = self.factory.make("device.status", {"device": device, "state": state, **info})
+        await self.sink.commit(event, state={DEVICES_KEY: self.devices})
+        await self.observe(DeviceStatus(device, state))
+
+    async def observe(self, observation, now: Now | None = None) -> None:
+        now = now or self.now()
+        before = self.engine.version
+        actions = self.engine.handle(observation, now)
+        events = []
+        for action in actions:
+            if action.kind == "emit":
+                events.append(self.factory.make(action.type, action.data, action.priority))
+            elif action.kind == "panel":
+                self._show(action.led, action.buzzer)
+        if self.engine.version != before or events:
+            state = {ENGINE_STATE_KEY: self.engine.to_json(), ACTIVE_ALERTS_KEY: self.engine.active_summary()}
+            if events:
+                for event in events[:-1]:
+                    await self.sink.commit(event)
+                await self.sink.commit(events[-1], state=state)
+            else:
+                await self.sink.save_state(state)
+
+    async def emit(self, type_: str, data: dict, priority: int | None = None) -> None:
+        event = self.factory.make(type_, data, priority)
+        if event.priority == 3:
+            self.sink.enqueue(event)
+        else:
+            await self.sink.commit(event)
+
+    def _show(self, led: str, buzzer: str) -> None:
+        if (led, buzzer) == self.panel_state:
+            return
+        self.panel_state = (led, buzzer)
+        LOGGER.info("panel: light %s, sound %s", led, buzzer)
+        if self.show is not None:
+            self.show(led, buzzer)
