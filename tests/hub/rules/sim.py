@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from drivers.belt.reading import Reading
-from hub.rules.actions import Emit, Panel
+from hub.rules.actions import Emit
 from hub.rules.engine import AlertEngine
 from hub.rules.observations import BeltReading, Now, Tick
 
