@@ -13,7 +13,6 @@ from typing import Callable
 
 from gpiozero import LED, Button, Buzzer
 
-from hub.configtypes import Key, duration, integer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ BUZZER_PATTERNS: dict[str, tuple[float, float] | None] = {
     "off": (0.0, 0.0),
     "prealert": (0.2, 1.8),
     "alert": (0.5, 0.5),
-}
-
-GPIO_SCHEMA: dict[str, Key] = {
-    "sos_pin": Key(integer(0, 27), 17, "BCM pin of the SOS button (to ground)"),
-    "ok_pin": Key(integer(0, 27), 27, "BCM pin of the OK button (to ground)"),
-    "led_pin": Key(integer(0, 27), 22, "BCM pin of the status LED"),
-    "buzzer_pin": Key(integer(0, 27), 23, "BCM pin of the buzzer"),
-    "sos_hold": Key(duration(0.5, 10), "2s", "hold the SOS button this long to call for help"),
 }
 
 
