@@ -296,8 +296,7 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
     from drivers.panel import Panel
     if pin_factory is None and gpio["pin_factory"]:
         pin_factory = make_pin_factory(gpio["pin_factory"])
-    return Panel(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"], led_pin=gpio["led_pin"],
-                 buzzer_pin=gpio["buzzer_pin"], sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+    return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
 
 
 def make_pin_factory(name: str):

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.configtypes import (
-    BadValue, Key, show, boolean, choice, duration, integer, pattern, string,
+    BadValue, Key, show, choice, duration, integer, pattern, string,
 )
 from hub.errors import ConfigError
-from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA
+from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA, SLEEP_SCHEMA
 
 DEFAULT_PATH = Path("/etc/carehub/config.toml")
 ENV_VAR = "CAREHUB_CONFIG"
@@ -88,14 +88,15 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "gpio": {
         "pin_factory": Key(choice("", "lgpio", "rpigpio", "pigpio", "native", "mock"), "",
                            "gpiozero pin factory; empty: gpiozero's default (lgpio on a Pi)"),
-        "sos_pin": Key(integer(0, 53), 17, "BCM pin of the SOS button (to ground)"),
-        "ok_pin": Key(integer(0, 53), 27, "BCM pin of the OK button (to ground)"),
-        "led_pin": Key(integer(0, 53), 22, "BCM pin of the status LED"),
-        "buzzer_pin": Key(integer(0, 53), 23, "BCM pin of the buzzer"),
-        "sos_hold": Key(duration(0.1, 10), "2s", "how long SOS must be held"),
+        "sos_pin": Key(integer(0, 27), 17, "BCM pin of the SOS button (to ground)"),
+        "ok_pin": Key(integer(0, 27), 27, "BCM pin of the OK button (to ground)"),
+        "led_pin": Key(integer(0, 27), 22, "BCM pin of the status LED"),
+        "buzzer_pin": Key(integer(0, 27), 23, "BCM pin of the buzzer"),
+        "sos_hold": Key(duration(0.5, 10), "2s", "hold the SOS button this long to call for help"),
     },
     "rules": RULES_SCHEMA,
     "alerts": ALERTS_SCHEMA,
+    "sleep_report": SLEEP_SCHEMA,
 }
 OPTIONAL_TABLES = {"belt", "gpio"}
 NESTED_TABLES = {"rules"}  # tables of tables

@@ -16,6 +16,7 @@ from drivers.belt.reading import Reading
 from hub.bed import BedTracker
 from hub.config import timezone_of
 from hub.events import Event, EventFactory
+from hub.rules.actions import Emit, Panel
 from hub.rules.engine import AlertEngine
 from hub.rules.observations import BeltReading, DeviceStatus, Now, Tick
 
@@ -25,6 +26,9 @@ ENGINE_STATE_KEY = "alerts.engine"
 ACTIVE_ALERTS_KEY = "alerts.active"
 DEVICES_KEY = "hub.devices"
 TICK_S = 1.0  # how often time-based rules are evaluated without input
+# The engine's state is saved with every event it emits; otherwise at most this often, so that
+# a restart loses little (the engine bridges the gap by wall time) and the SD card is spared.
+STATE_SAVE_S = 300.0
 
 
 class EventSink(Protocol):
@@ -37,7 +41,8 @@ class Pipeline:
     """Owns the decoder, the bed tracker and the alert engine for one home."""
 
     def __init__(self, cfg: dict, clock, factory: EventFactory, sink: EventSink, *,
-                 engine_state=None, show: Callable[[str, str], None] | None = None):
+                 engine_state=None, show: Callable[[str, str], None] | None = None,
+                 seed: str | None = None):
         self.cfg = cfg
         self.clock = clock
         self.tz = timezone_of(cfg)
@@ -50,9 +55,13 @@ class Pipeline:
             enter_debounce_s=belt["enter_debounce"] if belt else 30.0,
             exit_debounce_s=belt["exit_debounce"] if belt else 60.0,
         )
-        self.engine = AlertEngine(cfg["rules"], cfg.get("alerts") or {}, state=engine_state)
+        params = {**cfg["rules"], "alerts": cfg["alerts"], "sleep_report": cfg["sleep_report"]}
+        if belt is None:  # no belt: its silence is not news
+            params["belt_offline"] = dict(params["belt_offline"], enabled=False)
+        self.engine = AlertEngine(params, state=engine_state, seed=seed)
         self.devices: dict[str, dict] = {}
         self.panel_state: tuple[str, str] | None = None
+        self._saved_at: float | None = None
 
     def now(self) -> Now:
         return Now(self.clock.monotonic(), self.clock.now().astimezone(self.tz))
@@ -64,9 +73,11 @@ class Pipeline:
 
     async def reading(self, reading: Reading) -> None:
         now = self.now()
-        for type_, data in self.bed.update(reading, now.mono, now.wall):
+        bed_events = self.bed.update(reading, now.mono, now.wall)
+        await self.observe(BeltReading(reading, in_bed=self.bed.in_bed), now, save=bool(
+            [t for t, _ in bed_events if t != "vitals.minute"]))
+        for type_, data in bed_events:
             await self.emit(type_, data)
-        await self.observe(BeltReading(reading, in_bed=self.bed.in_bed), now)
 
     async def tick(self) -> None:
         now = self.now()
@@ -82,24 +93,26 @@ class Pipeline:
         await self.sink.commit(event, state={DEVICES_KEY: self.devices})
         await self.observe(DeviceStatus(device, state))
 
-    async def observe(self, observation, now: Now | None = None) -> None:
+    async def observe(self, observation, now: Now | None = None, *, save: bool = False) -> None:
+        """Run the engine; commit what it emits together with its state."""
         now = now or self.now()
-        before = self.engine.version
-        actions = self.engine.handle(observation, now)
         events = []
-        for action in actions:
-            if action.kind == "emit":
+        for action in self.engine.handle(observation, now):
+            if isinstance(action, Emit):
                 events.append(self.factory.make(action.type, action.data, action.priority))
-            elif action.kind == "panel":
+            elif isinstance(action, Panel):
                 self._show(action.led, action.buzzer)
-        if self.engine.version != before or events:
-            state = {ENGINE_STATE_KEY: self.engine.to_json(), ACTIVE_ALERTS_KEY: self.engine.active_summary()}
-            if events:
-                for event in events[:-1]:
-                    await self.sink.commit(event)
-                await self.sink.commit(events[-1], state=state)
-            else:
-                await self.sink.save_state(state)
+        due = self._saved_at is None or now.mono - self._saved_at >= STATE_SAVE_S
+        if not (events or save or due):
+            return
+        self._saved_at = now.mono
+        state = {ENGINE_STATE_KEY: self.engine.state, ACTIVE_ALERTS_KEY: self.engine.active_alerts()}
+        for event in events[:-1]:
+            await self.sink.commit(event)
+        if events:
+            await self.sink.commit(events[-1], state=state)
+        else:
+            await self.sink.save_state(state)
 
     async def emit(self, type_: str, data: dict, priority: int | None = None) -> None:
         event = self.factory.make(type_, data, priority)

@@ -9,7 +9,6 @@ stdout as JSON lines.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from datetime import datetime
 

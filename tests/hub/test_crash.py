@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 from offline_queue.store import Store
 from tests.conftest import MINIMAL, REPO
