@@ -63,6 +63,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "url": Key(string, "", "community server base URL; empty: offline only, keep everything"),
         "token_file": Key(string, "/etc/carehub/token", "file holding the hub's secret token (one line)"),
         "ca_file": Key(string, "", "optional PEM bundle of a private CA"),
+        "sync_interval": Key(duration(0.1, 86400), "60s", "how often queued events are sent while nothing urgent is waiting"),
         "timeout": Key(duration(1, 600), "30s", "one request's timeout"),
         "batch_max": Key(integer(1, 500), 500, "most events in one request"),
         "gzip_min_bytes": Key(integer(0, None), 1024, "bodies larger than this are gzip-compressed"),
