@@ -32,7 +32,7 @@ def new_clock() -> ManualClock:
 @contextmanager
 def running_receiver(tmp_path, now, name: str = "receiver.db"):
     server = make_server("127.0.0.1", 0, tmp_path / name, TOKEN, now=now)
-    thread = threading.Thread(target=server.serve_forever, name="receiver", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="receiver", daemon=True)
     thread.start()
     try:
         yield server
