@@ -404,6 +404,7 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     server: ReceiverServer
     server_version = "carehub-receiver/1"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         LOGGER.debug("%s %s", self.address_string(), format % args)
