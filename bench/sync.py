@@ -44,10 +44,16 @@ def _factory(clock):
     return EventFactory(HUB, "R-bench", clock, synced=lambda: True)
 
 
+_RNG = random.Random(42)
+
+
 def _vitals(factory, i):
+    """A minute summary with realistic variation (identical values would flatter gzip)."""
+    hr, rr = _RNG.gauss(62, 6), _RNG.gauss(14, 2)
     return factory.make("vitals.minute", {
-        "hr_bpm": {"avg": 61.4, "min": 55, "max": 70}, "rr_bpm": {"avg": 14.2, "min": 12, "max": 17},
-        "movement": 3, "in_bed_s": 60, "valid_s": 58, "minute": i})
+        "hr_bpm": {"avg": round(hr, 1), "min": int(hr - _RNG.uniform(2, 8)), "max": int(hr + _RNG.uniform(2, 9))},
+        "rr_bpm": {"avg": round(rr, 1), "min": int(rr - _RNG.uniform(1, 3)), "max": int(rr + _RNG.uniform(1, 4))},
+        "movement": _RNG.randint(0, 12), "in_bed_s": 60, "valid_s": _RNG.randint(40, 60)})
 
 
 async def drain_rate(tmp: Path, n: int, gzip_on: bool) -> dict:

@@ -202,6 +202,7 @@ class Uploader:
         self._urgent = False
         self._skew_retried = False
         self._backoff_saved = False
+        self._store_failing = False
         self._stopping = False
         self._unsubscribe = None
 
@@ -218,7 +219,15 @@ class Uploader:
                     await self._wait(wait_s)
                     continue
                 self._urgent = False
-                await self.sync_once()
+                try:
+                    await self.sync_once()
+                    self._store_failing = False
+                except Exception as e:  # the store failed (disk): keep the loop, try again later
+                    if not self._store_failing:
+                        LOGGER.exception("sync paused: the store failed (%s); retrying", e)
+                    self._store_failing = True
+                    self.failures += 1
+                    self._due_mono = self.clock.monotonic() + self.backoff_s()
         finally:
             if callable(self._unsubscribe):
                 self._unsubscribe()
