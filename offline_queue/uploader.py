@@ -1,0 +1,527 @@
+"""Store-and-forward to the community server (spec section 4).
+
+At-least-once transport plus the server's de-duplication by (hub_id, id): an event leaves the
+store only after a 200 whose results name it accepted, duplicate or rejected (dead letters), so a
+crash at any point can re-send but never lose; ids never change, so a re-send is a duplicate.
+
+One request in flight, batches in priority-then-seq order. Failures back off exponentially with
+full jitter, honour Retry-After, and the next attempt survives a restart (``sync.next_attempt_at``).
+A committed priority-1 event wakes the loop at once, even during a backoff.
+
+Requests run on a worker thread (``asyncio.to_thread``) with one ``requests.Session``; the event
+loop never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import hashlib
+import hmac
+import http.client
+import inspect
+import ipaddress
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from hub.errors import ConfigError
+from hub.events import format_utc, kernel_clock_synced, read_boot_id
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # spec: at most 1 MiB before compression
+MAX_EVENTS = 500
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+AUTH_STATUS = frozenset({401, 403})
+SIGNATURE_TOLERANCE_S = 300
+STATE_NEXT = "sync.next_attempt_at"
+STATE_LAST_SUCCESS = "sync.last_success"
+STATE_LAST_ERROR = "sync.last_error"
+STATE_ACKS_SEEN = "sync.acks_seen"
+ACKS_REMEMBERED = 200
+
+ONLINE, OFFLINE, UNAUTHORISED = "online", "offline", "unauthorised"
+
+
+def check_url(url: str) -> str:
+    """The URL without a trailing slash; ConfigError unless https, or http to a loopback address."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url.rstrip("/")
+    if parts.scheme == "http" and host:
+        loopback = host == "localhost"
+        try:
+            loopback = loopback or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            pass
+        if loopback:
+            return url.rstrip("/")
+        raise ConfigError([f"server.url: {url!r}: plain http:// is allowed only for a loopback address"
+                           " (127.0.0.0/8, ::1, localhost); use https://"])
+    raise ConfigError([f"server.url: {url!r} is not an https:// URL"])
+
+
+def sign(token: str, timestamp: int | str, body: bytes) -> str:
+    """``v1=`` + hex HMAC-SHA256 keyed with the token over ``"{timestamp}." + body`` as sent."""
+    mac = hmac.new(token.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def parse_retry_after(value: str | None, server_now: datetime | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None.
+
+    An HTTP-date is measured against the server's own Date header when there is one, so a hub
+    clock that is wrong does not distort it.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    ref = server_now or datetime.now(timezone.utc)
+    return max(0.0, (when - ref).total_seconds())
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.replace(tzinfo=timezone.utc) if when and when.tzinfo is None else when
+
+
+def _rfc3339(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
+
+
+@dataclass
+class SyncResult:
+    """What one ``sync_once`` did. ``delay_s`` is how long until the next attempt is due."""
+
+    outcome: str  # "idle", "sent", "failed", "unauthorised", "too_large"
+    status: int | None = None
+    sent: int = 0
+    delivered: int = 0  # accepted + duplicate, forgotten
+    duplicates: int = 0
+    rejected: int = 0
+    kept: int = 0  # "retry" or missing from the results
+    acks: int = 0
+    delay_s: float = 0.0
+    error: str = ""
+    body_bytes: int = 0  # as sent on the wire (after gzip)
+    raw_bytes: int = 0  # before compression
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict
+    content: bytes
+
+
+class Uploader:
+    """Sends the store's events to ``{url}/v1/hubs/{hub_id}/events`` until ``stop()``.
+
+    ``clock`` gives ``monotonic()`` for every duration and ``now()`` for signatures and the
+    persisted wall-clock deadline. ``sleep`` is how the loop waits (tests pass one that advances a
+    ManualClock). ``on_ack(alert_id, by, at)`` and ``on_status(state, detail)`` may be plain or
+    async callables. ``clock_synced`` says whether the wall clock is NTP-good; while it is not,
+    signatures use the server's time as learnt from its replies (``clock_offset_s``).
+    """
+
+    def __init__(self, store, *, url: str, hub_id: str, token: str, ca_file: str | None = None,
+                 timeout_s: float = 30, batch_max: int = 500, gzip_min_bytes: int = 1024,
+                 backoff_base_s: float = 5, backoff_max_s: float = 1800, auth_backoff_s: float = 1800,
+                 interval_s: float = 60, clock, rng: random.Random | None = None,
+                 on_ack: Callable | None = None, on_status: Callable | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] | None = None,
+                 clock_synced: Callable[[], bool] = kernel_clock_synced, boot_id: str | None = None,
+                 jitter: bool = True, max_body_bytes: int = MAX_BODY_BYTES):
+        if not token or not token.strip():
+            raise ConfigError(["server.token_file: the token is empty"])
+        self.store = store
+        self.url = check_url(url)
+        self.hub_id = hub_id
+        self.endpoint = f"{self.url}/v1/hubs/{quote(hub_id, safe='')}/events"
+        self._token = token.strip()
+        self.timeout_s = float(timeout_s)
+        self.batch_max = max(1, min(int(batch_max), MAX_EVENTS))
+        self.gzip_min_bytes = int(gzip_min_bytes)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.auth_backoff_s = float(auth_backoff_s)
+        self.interval_s = float(interval_s)
+        self.max_body_bytes = int(max_body_bytes)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.jitter = jitter
+        self.on_ack = on_ack
+        self.on_status = on_status
+        self._sleep = sleep or asyncio.sleep
+        self._clock_synced = clock_synced
+        self.boot_id = boot_id if boot_id is not None else read_boot_id()
+
+        self._session = requests.Session()
+        self._session.verify = ca_file or True
+        self._session.headers["User-Agent"] = "carehub-hub/1"
+
+        self.state: str | None = None  # ONLINE / OFFLINE / UNAUTHORISED once known
+        self.clock_offset_s: float | None = None  # server wall clock minus ours, while unsynchronised
+        self.failures = 0
+        self.batch_limit = self.batch_max
+        self._due_mono = clock.monotonic()
+        self._loaded = False
+        self._acks_seen: list[str] = []
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self._skew_retried = False
+        self._backoff_saved = False
+        self._store_failing = False
+        self._stopping = False
+        self._unsubscribe = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Syncs until ``stop()``: at once after progress, every ``interval_s`` when idle,
+        after the backoff on failure, and at once when a priority-1 event is committed."""
+        await self._load()
+        self._unsubscribe = self.store.subscribe(self._on_commit)
+        try:
+            while not self._stopping:
+                wait_s = self._due_mono - self.clock.monotonic()
+                if wait_s > 0 and not self._urgent:
+                    await self._wait(wait_s)
+                    continue
+                self._urgent = False
+                try:
+                    await self.sync_once()
+                    self._store_failing = False
+                except Exception as e:  # the store failed (disk): keep the loop, try again later
+                    if not self._store_failing:
+                        LOGGER.exception("sync paused: the store failed (%s); retrying", e)
+                    self._store_failing = True
+                    self.failures += 1
+                    self._due_mono = self.clock.monotonic() + self.backoff_s()
+        finally:
+            if callable(self._unsubscribe):
+                self._unsubscribe()
+            self._session.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _on_commit(self, event) -> None:
+        if event.priority == 1:
+            self._urgent = True
+            self._wake.set()
+
+    async def _wait(self, seconds: float) -> None:
+        self._wake.clear()
+        if self._urgent or self._stopping:
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waker, sleeper):
+                task.cancel()
+            await asyncio.gather(waker, sleeper, return_exceptions=True)
+
+    @property
+    def due_in_s(self) -> float:
+        return max(0.0, self._due_mono - self.clock.monotonic())
+
+    # --- persisted schedule ---------------------------------------------------------------
+    async def _load(self) -> None:
+        """Restores the failure count and the next attempt from the store.
+
+        The Pi has no RTC: the wall clock after a reboot may be stale (fake-hwclock) or jump
+        when NTP syncs. So: within the same boot, the saved CLOCK_BOOTTIME deadline is exact;
+        across a reboot, the wall-clock deadline is used but clamped to [0, the delay chosen
+        when it was saved], so a wrong clock can make us retry early (one harmless request)
+        but never wait longer than the backoff asked for.
+        """
+        if self._loaded:
+            return
+        self._loaded = True
+        seen = await self.store.get_state(STATE_ACKS_SEEN)
+        if isinstance(seen, list):
+            self._acks_seen = [s for s in seen if isinstance(s, str)][-ACKS_REMEMBERED:]
+        saved = await self.store.get_state(STATE_NEXT)
+        if not isinstance(saved, dict):
+            return
+        self._backoff_saved = True
+        try:
+            self.failures = int(saved.get("failures", 0))
+            delay_s = float(saved["delay_s"])
+            if saved.get("boot_id") == self.boot_id:
+                remaining = float(saved["due_mono"]) - self.clock.monotonic()
+            else:
+                remaining = float(saved["due_wall"]) - self.clock.now().timestamp()
+            self._due_mono = self.clock.monotonic() + min(max(remaining, 0.0), delay_s)
+            self.state = saved.get("state") or None
+        except (KeyError, TypeError, ValueError):
+            LOGGER.warning("ignoring an unreadable %s: %r", STATE_NEXT, saved)
+
+    async def _schedule_failure(self, delay_s: float, state: str, error: str) -> None:
+        self._due_mono = self.clock.monotonic() + delay_s
+        self._backoff_saved = True
+        await self.store.put_state(STATE_NEXT, {
+            "failures": self.failures, "delay_s": delay_s, "due_mono": self._due_mono,
+            "boot_id": self.boot_id, "due_wall": self.clock.now().timestamp() + delay_s,
+            "due_at": format_utc(datetime.fromtimestamp(self.clock.now().timestamp() + delay_s, timezone.utc)),
+            "state": state,
+        })
+        await self.store.put_state(STATE_LAST_ERROR, {"at": format_utc(self.clock.now()), "error": error})
+
+    def backoff_s(self) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**(failures-1)))."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, min(self.failures - 1, 40)))
+        return self.rng.uniform(0, ceiling) if self.jitter else ceiling
+
+    # --- status ---------------------------------------------------------------------------
+    async def _set_state(self, state: str, detail: str) -> None:
+        if state == self.state:
+            return
+        previous, self.state = self.state, state
+        if state == ONLINE:
+            LOGGER.info("community server reachable again at %s", self.url)
+        elif state == UNAUTHORISED:
+            LOGGER.error("community server refuses this hub's token (%s); keeping every event,"
+                         " retrying every %.0f s — check server.token_file", detail, self.auth_backoff_s)
+        else:
+            LOGGER.warning("community server unreachable (%s); keeping events and retrying", detail)
+        if self.on_status is not None:
+            await _call(self.on_status, state, detail)
+        LOGGER.debug("sync state %s -> %s", previous, state)
+
+    # --- one attempt ----------------------------------------------------------------------
+    async def sync_once(self) -> SyncResult:
+        """Takes one batch, sends it, applies the results and schedules the next attempt."""
+        await self._load()
+        batch = await self.store.take_batch(limit=self.batch_limit, max_bytes=self.max_body_bytes - 256)
+        if not batch:
+            self._due_mono = self.clock.monotonic() + self.interval_s
+            return SyncResult("idle", delay_s=self.interval_s)
+        raw = self._encode(batch)
+        while len(raw) > self.max_body_bytes and len(batch) > 1:
+            batch = batch[: len(batch) // 2]
+            raw = self._encode(batch)
+        payload, headers = self._prepare(raw)
+        result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=len(raw))
+        try:
+            resp = await asyncio.to_thread(self._post, payload, headers)
+        except (requests.RequestException, http.client.HTTPException, OSError) as e:
+            kind = "timeout" if isinstance(e, requests.Timeout) else "connection error"
+            return await self._fail(result, None, f"{kind}: {type(e).__name__}", None)
+        result.status = resp.status
+        server_now = _http_date(resp.headers.get("date"))
+        if resp.status == 200:
+            return await self._handle_200(result, batch, resp, server_now)
+        if resp.status in AUTH_STATUS:
+            return await self._handle_auth(result, resp, server_now, headers)
+        if resp.status == 413:
+            return await self._handle_413(result, batch)
+        self._learn_offset(server_now)
+        what = f"HTTP {resp.status}" + ("" if resp.status in RETRYABLE_STATUS else " (unexpected)")
+        return await self._fail(result, resp, what, server_now)
+
+    def _encode(self, batch: list[dict]) -> bytes:
+        doc = {"hub_id": self.hub_id, "events": batch}
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _wall_now(self) -> datetime:
+        now = self.clock.now()
+        if self.clock_offset_s is not None and not self._clock_synced():
+            return datetime.fromtimestamp(now.timestamp() + self.clock_offset_s, timezone.utc)
+        return now
+
+    def _prepare(self, raw: bytes) -> tuple[bytes, dict]:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"}
+        payload = raw
+        if len(raw) >= self.gzip_min_bytes:
+            payload = gzip.compress(raw, compresslevel=6, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        timestamp = int(self._wall_now().timestamp())
+        headers["X-CareHub-Timestamp"] = str(timestamp)
+        headers["X-CareHub-Signature"] = sign(self._token, timestamp, payload)
+        return payload, headers
+
+    def _post(self, payload: bytes, headers: dict) -> _Response:
+        """On the worker thread: the whole exchange, body read included."""
+        r = self._session.post(self.endpoint, data=payload, headers=headers,
+                               timeout=(min(self.timeout_s, 10.0), self.timeout_s))
+        try:
+            return _Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+        finally:
+            r.close()
+
+    def _learn_offset(self, server_now: datetime | None, sent_at: datetime | None = None) -> None:
+        if server_now is None:
+            return
+        local = sent_at or self.clock.now()
+        self.clock_offset_s = (server_now - local).total_seconds()
+
+    async def _handle_200(self, result, batch, resp, server_now) -> SyncResult:
+        try:
+            doc = json.loads(resp.content)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return await self._fail(result, None, "malformed JSON in a 200 reply", server_now)
+        if not isinstance(doc, dict):
+            return await self._fail(result, None, "a 200 reply that is not an object", server_now)
+        precise = _rfc3339(doc.get("server_time"))
+        self._learn_offset(precise or server_now)
+        sent = {ev["id"] for ev in batch}
+        verdicts: dict[str, tuple[str, str]] = {}
+        for item in doc.get("results") if isinstance(doc.get("results"), list) else ():
+            if isinstance(item, dict) and item.get("id") in sent and item.get("status") in (
+                    "accepted", "duplicate", "rejected", "retry"):
+                verdicts[item["id"]] = (item["status"], str(item.get("reason") or ""))
+        delivered = [i for i, (s, _) in verdicts.items() if s in ("accepted", "duplicate")]
+        rejected = [(i, r or "rejected by the server") for i, (s, r) in verdicts.items() if s == "rejected"]
+        if delivered:
+            await self.store.forget(delivered)
+        if rejected:
+            await self.store.dead_letter(rejected)
+            LOGGER.warning("server rejected %d event(s) for good, kept as dead letters; first: %s: %s",
+                           len(rejected), rejected[0][0], rejected[0][1])
+        result.delivered = len(delivered)
+        result.duplicates = sum(1 for s, _ in verdicts.values() if s == "duplicate")
+        result.rejected = len(rejected)
+        result.kept = len(batch) - len(delivered) - len(rejected)
+        result.acks = await self._deliver_acks(doc.get("acks"))
+        if not delivered and not rejected:
+            return await self._fail(result, None, "a 200 reply without usable results", server_now)
+        self.failures = 0
+        self.batch_limit = min(self.batch_max, self.batch_limit * 2)
+        await self._set_state(ONLINE, "HTTP 200")
+        await self._record_success(len(delivered))
+        # Progress made: go again at once (an all-"retry" remainder would have failed above).
+        self._due_mono = self.clock.monotonic()
+        result.delay_s = 0.0
+        return result
+
+    async def _record_success(self, delivered: int) -> None:
+        if self._backoff_saved:
+            await self.store.delete_state(STATE_NEXT)
+            self._backoff_saved = False
+        await self.store.put_state(STATE_LAST_SUCCESS, {
+            "at": format_utc(self.clock.now()), "clock_synced": bool(self._clock_synced()),
+            "delivered": delivered,
+        })
+
+    async def _deliver_acks(self, acks) -> int:
+        if not isinstance(acks, list) or self.on_ack is None:
+            return 0
+        fresh = 0
+        for ack in acks:
+            if not isinstance(ack, dict) or not isinstance(ack.get("alert_id"), str):
+                continue
+            if ack["alert_id"] in self._acks_seen:
+                continue
+            try:
+                await _call(self.on_ack, ack["alert_id"], str(ack.get("by") or "staff"), ack.get("at"))
+            except Exception:  # the alert engine's problem must not stop the sync
+                LOGGER.exception("on_ack failed for alert %s", ack["alert_id"])
+                continue
+            self._acks_seen = (self._acks_seen + [ack["alert_id"]])[-ACKS_REMEMBERED:]
+            fresh += 1
+        if fresh:
+            await self.store.put_state(STATE_ACKS_SEEN, self._acks_seen)
+        return fresh
+
+    async def _handle_auth(self, result, resp, server_now, headers) -> SyncResult:
+        # A hub with no RTC may sign with a stale clock: if the server's Date says our timestamp
+        # was outside its tolerance, learn the offset and try again at once instead of waiting.
+        sent_ts = int(headers["X-CareHub-Timestamp"])
+        skewed = server_now is not None and abs(server_now.timestamp() - sent_ts) > SIGNATURE_TOLERANCE_S - 30
+        retried, self._skew_retried = self._skew_retried, False
+        if skewed and not retried:
+            if not self._clock_synced():
+                self._skew_retried = True
+                self._learn_offset(server_now)
+                LOGGER.warning("hub clock differs from the server's by %.0f s; signing with the server's time",
+                               self.clock_offset_s)
+                result.outcome = "failed"
+                result.error = "clock skew"
+                self._due_mono = self.clock.monotonic()
+                return result
+        self.failures += 1
+        delay = self.auth_backoff_s * (0.5 + self.rng.random() / 2 if self.jitter else 1.0)
+        detail = f"HTTP {resp.status}: {_reason(resp.content)}"
+        result.outcome, result.error, result.delay_s = "unauthorised", detail, delay
+        await self._set_state(UNAUTHORISED, detail)
+        await self._schedule_failure(delay, UNAUTHORISED, detail)
+        return result
+
+    async def _handle_413(self, result, batch) -> SyncResult:
+        if len(batch) > 1:
+            self.batch_limit = max(1, len(batch) // 2)
+            LOGGER.info("server says the batch is too large; sending %d events at a time", self.batch_limit)
+            result.outcome = "too_large"
+            self._due_mono = self.clock.monotonic()
+            return result
+        # One event the server finds too large on its own will never go: set it aside.
+        reason = "the server answered 413 (too large) to this event alone"
+        await self.store.dead_letter([(batch[0]["id"], reason)])
+        LOGGER.warning("event %s is too large for the server; kept as a dead letter", batch[0]["id"])
+        result.outcome, result.rejected = "too_large", 1
+        self._due_mono = self.clock.monotonic()
+        return result
+
+    async def _fail(self, result, resp, what: str, server_now) -> SyncResult:
+        self.failures += 1
+        delay = self.backoff_s()
+        retry_after = parse_retry_after(resp.headers.get("retry-after") if resp else None, server_now)
+        if retry_after is not None:
+            # Honour the server's minimum, spread a little so a fleet does not return as one.
+            retry_after = min(retry_after, self.backoff_max_s)
+            spread = max(1.0, 0.1 * retry_after)
+            delay = retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0)
+        result.outcome, result.error, result.delay_s = "failed", what, delay
+        result.kept = result.sent - result.delivered - result.rejected
+        await self._set_state(OFFLINE, what)
+        await self._schedule_failure(delay, OFFLINE, what)
+        return result
+
+
+def _reason(content: bytes) -> str:
+    try:
+        doc = json.loads(content)
+        return str(doc.get("error") or doc)[:200] if isinstance(doc, dict) else str(doc)[:200]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return content[:200].decode("utf-8", "replace")
+
+
+async def _call(fn, *args):
+    out = fn(*args)
+    if inspect.isawaitable(out):
+        await out
