@@ -17,16 +17,17 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drivers.belt import simulator
 from hub import config
 from hub.app import Hub
+from hub.clock import ScaledClock
 
 TZ = "Asia/Shanghai"
-SOS_AT_S = 4 * 3600 + 1200      # the resident holds SOS at 02:20 (simulated)
+SOS_AT_S = 5 * 3600 + 2400      # the resident holds SOS at 04:40 (simulated)
 STAFF_ACK_AFTER_S = 1.5         # real seconds until "staff" acknowledge an alert at the receiver
 VITALS_EVERY = 30               # print one vitals.minute line in this many
 
@@ -59,21 +60,6 @@ sos_hold = "1s"
 """
 
 
-class ScaledClock:
-    """Real time, `speed` times faster, from a chosen wall-clock start (demo only)."""
-
-    def __init__(self, speed: float, start_wall: datetime):
-        self.speed = speed
-        self.start_wall = start_wall
-        self._t0 = time.monotonic()
-
-    def monotonic(self) -> float:
-        return (time.monotonic() - self._t0) * self.speed
-
-    def now(self) -> datetime:
-        return self.start_wall + timedelta(seconds=self.monotonic())
-
-
 def demo_plan() -> simulator.NightPlan:
     night = simulator.NightPlan()
     return simulator.NightPlan(
@@ -92,7 +78,7 @@ class Printer:
         print(f"{stamp}  {text}", file=self.out, flush=True)
 
     def event(self, e) -> None:
-        d = e.data
+        d = e.to_dict()["data"]
         if e.type == "vitals.minute":
             self.vitals += 1
             if self.vitals % VITALS_EVERY:
@@ -103,8 +89,10 @@ class Printer:
         elif e.type == "device.status":
             what = f"{d.get('device')} {d.get('state')}"
         elif e.type == "sleep.report":
-            what = ", ".join(f"{k} {v}" for k, v in d.items() if k in (
-                "time_in_bed_min", "sleep_min", "bed_exits", "turnovers", "hr_avg_bpm", "rr_avg_per_min"))
+            exits = d.get("bed_exits") or {}
+            what = (f"in bed {d.get('time_in_bed_min')} min, asleep {d.get('sleep_min')} min, "
+                    f"{exits.get('count')} bed exit(s) ({exits.get('minutes')} min), "
+                    f"{d.get('turnovers')} turn-overs")
         else:
             what = ""
         self.line(f"#{e.seq:<4} {e.type:<18} P{e.priority}  {what}")
@@ -133,7 +121,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
                                            token_file=token_file, belt=belt))
     cfg = config.load(cfg_path)
 
-    start = datetime.now(tz).replace(hour=21, minute=55, second=0, microsecond=0)
+    start = datetime.now(tz).replace(hour=23, minute=0, second=0, microsecond=0)
     clock = ScaledClock(speed, start)
     printer = Printer(clock, tz, out)
     from gpiozero.pins.mock import MockFactory
@@ -159,13 +147,13 @@ async def _run(speed: float, workdir: Path, out) -> int:
         await asyncio.gather(player, sos)
         await hub.store.flush()
         await _drain(hub, server, timeout_s=10)
+        events = server.events()
     finally:
         await hub.stop()
         server.shutdown()
         server.server_close()
         os.close(master)
         os.close(slave)
-    events = server.events()
     alerts = [e for e in events if e["type"] == "alert.raised"]
     print(f"\nThe community server received {len(events)} events, {len(alerts)} alerts:", file=out)
     for a in alerts:

@@ -144,7 +144,11 @@ def night_script(plan: NightPlan = NightPlan()) -> list[tuple[float, bytes]]:
     next_composite = plan.bed_at_s + COMPOSITE_PERIOD_S
     since_composite = {"large": 0, "small": 0, "n": 0}
     while t < plan.end_s:
-        if plan.in_bed(t):
+        if plan.in_bed(t) and incident(VITALS_ABSENT, t):
+            at(t, m.movement(0))   # no breathing, no heartbeat: no body movement either
+            since_composite["small"] += 1
+            since_composite["n"] += 1
+        elif plan.in_bed(t):
             if rng.random() < turn_p:
                 turns += 1
                 at(t, m.movement(rng.randint(60, 85)))
