@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from drivers.belt import micradar as m, ndjson, tinyframe as t
+from drivers.belt import ndjson, tinyframe as t
 from drivers.belt import simulator as sim
 from drivers.belt.decoder import make_decoder
 from drivers.belt.reading import Reading
