@@ -210,16 +210,18 @@ class Uploader:
     async def run(self) -> None:
         """Syncs until ``stop()``: at once after progress, every ``interval_s`` when idle,
         after the backoff on failure, and at once when a priority-1 event is committed."""
-        await self._load()
         self._unsubscribe = self.store.subscribe(self._on_commit)
         try:
             while not self._stopping:
-                wait_s = self._due_mono - self.clock.monotonic()
-                if wait_s > 0 and not self._urgent:
-                    await self._wait(wait_s)
-                    continue
-                self._urgent = False
                 try:
+                    if not self._loaded:
+                        await self._load()  # a persisted backoff applies before the first attempt
+                        continue
+                    wait_s = self._due_mono - self.clock.monotonic()
+                    if wait_s > 0 and not self._urgent:
+                        await self._wait(wait_s)
+                        continue
+                    self._urgent = False
                     await self.sync_once()
                     self._store_failing = False
                 except Exception as e:  # the store failed (disk): keep the loop, try again later
@@ -227,7 +229,9 @@ class Uploader:
                         LOGGER.exception("sync paused: the store failed (%s); retrying", e)
                     self._store_failing = True
                     self.failures += 1
-                    self._due_mono = self.clock.monotonic() + self.backoff_s()
+                    delay = self.backoff_s()
+                    self._due_mono = self.clock.monotonic() + delay
+                    await self._wait(delay)  # also before a retried _load
         finally:
             if callable(self._unsubscribe):
                 self._unsubscribe()
@@ -271,11 +275,11 @@ class Uploader:
         """
         if self._loaded:
             return
-        self._loaded = True
         seen = await self.store.get_state(STATE_ACKS_SEEN)
         if isinstance(seen, list):
             self._acks_seen = [s for s in seen if isinstance(s, str)][-ACKS_REMEMBERED:]
         saved = await self.store.get_state(STATE_NEXT)
+        self._loaded = True
         if not isinstance(saved, dict):
             return
         self._backoff_saved = True
