@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import jsonschema
-import pytest
 import requests
 import yaml
 from referencing import Registry, Resource
