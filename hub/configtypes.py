@@ -6,6 +6,7 @@ from these and the rule modules add their own ``[rules.NAME]`` keys with the sam
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,6 +18,15 @@ DURATION_HELP = 'use e.g. "30m", "90s", "1h30m", or a number of seconds'
 WINDOW_HELP = 'use "HH:MM-HH:MM", e.g. "21:00-07:00"; "00:00-24:00" is the whole day'
 
 
+def show(value: Any) -> str:
+    """A value as the technician wrote it in TOML: strings in double quotes."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 class BadValue(ValueError):
     """A value has the wrong shape; the message says what is allowed."""
 
@@ -24,10 +34,10 @@ class BadValue(ValueError):
 def parse_duration(value: Any) -> float:
     """``"1h30m"``, ``"90s"``, ``"2h"`` or a plain number of seconds -> seconds (float)."""
     if isinstance(value, bool):
-        raise BadValue(f"{value!r} is not a duration ({DURATION_HELP})")
+        raise BadValue(f"{show(value)} is not a duration ({DURATION_HELP})")
     if isinstance(value, (int, float)):
         if value < 0:
-            raise BadValue(f"{value!r} is negative ({DURATION_HELP})")
+            raise BadValue(f"{show(value)} is negative ({DURATION_HELP})")
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()
@@ -35,7 +45,7 @@ def parse_duration(value: Any) -> float:
         if text and m and any(m.groups()):
             h, mi, s = (float(g) if g else 0.0 for g in m.groups())
             return h * 3600 + mi * 60 + s
-    raise BadValue(f"{value!r} is not a duration ({DURATION_HELP})")
+    raise BadValue(f"{show(value)} is not a duration ({DURATION_HELP})")
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def parse_window(value: Any) -> Window:
             ok = h1 < 24 and m1 < 60 and m2 < 60 and (h2 < 24 or (h2 == 24 and m2 == 0))
             if ok and (h1, m1) != (h2, m2):
                 return Window(h1 * 60 + m1, h2 * 60 + m2)
-    raise BadValue(f"{value!r} is not a daily window ({WINDOW_HELP})")
+    raise BadValue(f"{show(value)} is not a daily window ({WINDOW_HELP})")
 
 
 @dataclass(frozen=True)
@@ -92,11 +102,11 @@ class Key:
 def _typed(kind, name):
     def parse(value):
         if isinstance(value, bool) and kind is not bool:
-            raise BadValue(f"{value!r} is not {name}")
+            raise BadValue(f"{show(value)} is not {name}")
         if kind is float and isinstance(value, int):
             return float(value)
         if not isinstance(value, kind):
-            raise BadValue(f"{value!r} is not {name}")
+            raise BadValue(f"{show(value)} is not {name}")
         return value
 
     return parse
@@ -108,7 +118,7 @@ def integer(lo: int | None = None, hi: int | None = None):
     def parse(value):
         v = base(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{v!r} is out of range (allowed {lo}..{hi})")
+            raise BadValue(f"{show(v)} is out of range (allowed {lo}..{hi})")
         return v
 
     return parse
@@ -120,7 +130,7 @@ def number(lo: float | None = None, hi: float | None = None):
     def parse(value):
         v = base(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{v!r} is out of range (allowed {lo}..{hi})")
+            raise BadValue(f"{show(v)} is out of range (allowed {lo}..{hi})")
         return v
 
     return parse
@@ -133,7 +143,7 @@ string = _typed(str, "a string")
 def choice(*allowed: str):
     def parse(value):
         if value not in allowed:
-            raise BadValue(f"{value!r} is not allowed (use one of: {', '.join(allowed)})")
+            raise BadValue(f"{show(value)} is not allowed (use one of: {', '.join(allowed)})")
         return value
 
     return parse
@@ -144,7 +154,7 @@ def pattern(regex: str, explain: str):
 
     def parse(value):
         if not isinstance(value, str) or not rx.fullmatch(value):
-            raise BadValue(f"{value!r} is not allowed ({explain})")
+            raise BadValue(f"{show(value)} is not allowed ({explain})")
         return value
 
     return parse
@@ -156,7 +166,7 @@ def duration(lo_s: float | None = None, hi_s: float | None = None):
         if (lo_s is not None and v < lo_s) or (hi_s is not None and v > hi_s):
             lo = "0" if lo_s is None else f"{lo_s:g}s"
             hi = "" if hi_s is None else f"{hi_s:g}s"
-            raise BadValue(f"{value!r} is out of range (allowed {lo}..{hi})")
+            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
         return v
 
     return parse

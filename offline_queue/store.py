@@ -249,7 +249,11 @@ class Store:
                 else:
                     done = event.with_seq(next_seq)
                     next_seq += 1
-                    body = done.to_json()
+                    try:
+                        body = done.to_json()
+                    except (TypeError, ValueError) as exc:
+                        raise StoreError(f"event {done.type} {done.id} is not JSON-serialisable: "
+                                         f"{exc}; nothing of this batch was stored") from exc
                     conn.execute(
                         "INSERT INTO events (seq, id, priority, type, size, body) VALUES (?,?,?,?,?,?)",
                         (done.seq, done.id, done.priority, done.type, len(body.encode()), body))
@@ -452,6 +456,8 @@ class AsyncStore:
         self._tasks: set[asyncio.Task] = set()
         self._flush_failed = False
         self.thread_ident: int | None = None
+        # Transactions that committed events (for status and tests), counted on the loop.
+        self.committed_transactions = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> "AsyncStore":
@@ -471,7 +477,7 @@ class AsyncStore:
             self._executor = None
             raise
         if self._store.reset_report is not None:
-            self._publish([self._store.reset_report])
+            self._committed([self._store.reset_report])
         return self
 
     async def close(self) -> None:
@@ -508,7 +514,11 @@ class AsyncStore:
             self._executor, lambda: getattr(store, method)(*args, **kwargs))
 
     def _from_store_thread(self, events: list[Event]) -> None:
-        self._loop.call_soon_threadsafe(self._publish, events)
+        self._loop.call_soon_threadsafe(self._committed, events)
+
+    def _committed(self, events: list[Event]) -> None:
+        self.committed_transactions += 1
+        self._publish(events)
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -604,9 +614,12 @@ class AsyncStore:
             self._flush_failed = False
 
     async def flush(self) -> list[Event]:
-        """Commit everything buffered, in one transaction."""
+        """Commit everything buffered, in one transaction; returns when all earlier writes are done."""
         batch = self._take_buffer()
         if not batch:
+            if self._executor is not None:
+                # The worker runs jobs in order: an empty job is a barrier behind in-flight flushes.
+                await self._loop.run_in_executor(self._executor, lambda: None)
             return []
         try:
             return await self._call("append", batch)

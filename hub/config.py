@@ -1,0 +1,385 @@
+"""Configuration: one schema holding every key, TOML main file plus conf.d drop-ins.
+
+Problems are reported as ``FILE:LINE: KEY: what is wrong and what is allowed``, all at once.
+tomllib gives no positions for values, so the line of each key is found by scanning the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hub.configtypes import (
+    BadValue, Key, show, boolean, choice, duration, integer, pattern, string,
+)
+from hub.errors import ConfigError
+from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA
+
+DEFAULT_PATH = Path("/etc/carehub/config.toml")
+ENV_VAR = "CAREHUB_CONFIG"
+BELT_PROTOCOLS = ("micradar", "tinyframe", "ndjson")
+# Each protocol's own line speed, used when [belt] baudrate is 0.
+BELT_DEFAULT_BAUD = {"micradar": 115200, "tinyframe": 115200, "ndjson": 115200}
+
+
+def _timezone(value):
+    if value == "":
+        return ""  # the system's, resolved after validation
+    if not isinstance(value, str):
+        raise BadValue(f"{show(value)} is not a timezone (use an IANA name such as \"Asia/Shanghai\")")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadValue(f"{show(value)} is not a known IANA timezone (e.g. \"Asia/Shanghai\", \"UTC\")")
+    return value
+
+
+def _log_level(value):
+    return choice("debug", "info", "warning", "error")(value)
+
+
+# table -> key -> Key. Tables listed in OPTIONAL_TABLES read as None when absent.
+SCHEMA: dict[str, dict[str, Any]] = {
+    "hub": {
+        "id": Key(pattern(r"[A-Za-z0-9._-]{1,64}", "1-64 characters of A-Z a-z 0-9 . _ -"), None,
+                  "this hub's id, unique in the community", required=True),
+        "resident_id": Key(pattern(r".{1,64}", "1-64 characters"), None,
+                           "the resident's id at the community centre", required=True),
+        "timezone": Key(_timezone, "", "IANA timezone for daily windows; empty: the system's"),
+        "state_dir": Key(string, "/var/lib/carehub", "where the event store lives"),
+        "heartbeat_interval": Key(duration(10, 86400), "5m", "how often a hub.heartbeat event is raised"),
+        "log_level": Key(_log_level, "info", "debug, info, warning or error"),
+    },
+    "server": {
+        "url": Key(string, "", "community server base URL; empty: offline only, keep everything"),
+        "token_file": Key(string, "/etc/carehub/token", "file holding the hub's secret token (one line)"),
+        "ca_file": Key(string, "", "optional PEM bundle of a private CA"),
+        "timeout": Key(duration(1, 600), "30s", "one request's timeout"),
+        "batch_max": Key(integer(1, 500), 500, "most events in one request"),
+        "gzip_min_bytes": Key(integer(0, None), 1024, "bodies larger than this are gzip-compressed"),
+        "backoff_base": Key(duration(0.1, 3600), "5s", "first retry delay (full jitter, doubling)"),
+        "backoff_max": Key(duration(1, 86400), "30m", "longest retry delay"),
+        "auth_backoff": Key(duration(1, 86400), "30m", "retry delay after 401/403"),
+    },
+    "store": {
+        "quota_mb": Key(integer(1, 100000), 64, "size cap of the event store; oldest priority-3 events go first"),
+        "batch_interval": Key(duration(0, 3600), "60s", "low-priority events are committed together at most this late"),
+        "batch_max": Key(integer(1, 10000), 100, "low-priority events committed together at most"),
+    },
+    "belt": {
+        "port": Key(string, None, "pyserial URL: a device path, socket://host:port, rfc2217://, loop://",
+                    required=True),
+        "protocol": Key(choice(*BELT_PROTOCOLS), "micradar", "micradar, tinyframe or ndjson"),
+        "baudrate": Key(integer(0, 4000000), 0, "line speed; 0: the protocol's own (115200)"),
+        "stale_timeout": Key(duration(1, 3600), "30s", "no bytes this long: the belt is reported disconnected"),
+        "reconnect_max": Key(duration(1, 3600), "60s", "longest wait between reopen attempts"),
+        "enter_debounce": Key(duration(0, 3600), "30s", "in bed this long before bed.entered"),
+        "exit_debounce": Key(duration(0, 3600), "60s", "out of bed this long before bed.exited"),
+    },
+    "gpio": {
+        "pin_factory": Key(choice("", "lgpio", "rpigpio", "pigpio", "native", "mock"), "",
+                           "gpiozero pin factory; empty: gpiozero's default (lgpio on a Pi)"),
+        "sos_pin": Key(integer(0, 53), 17, "BCM pin of the SOS button (to ground)"),
+        "ok_pin": Key(integer(0, 53), 27, "BCM pin of the OK button (to ground)"),
+        "led_pin": Key(integer(0, 53), 22, "BCM pin of the status LED"),
+        "buzzer_pin": Key(integer(0, 53), 23, "BCM pin of the buzzer"),
+        "sos_hold": Key(duration(0.1, 10), "2s", "how long SOS must be held"),
+    },
+    "rules": RULES_SCHEMA,
+    "alerts": ALERTS_SCHEMA,
+}
+OPTIONAL_TABLES = {"belt", "gpio"}
+NESTED_TABLES = {"rules"}  # tables of tables
+
+
+# --- locating keys in the text -------------------------------------------------------------
+_HEADER_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
+_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_.\-\"]+?)\s*=")
+
+
+def _dotted(raw: str) -> list[str]:
+    return [p.strip().strip('"') for p in raw.split(".")]
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each dotted key path (and each table header) to its line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER_RE.match(line):
+            table = _dotted(m.group(1))
+            lines.setdefault(tuple(table), n)
+        elif m := _KEY_RE.match(line):
+            path = tuple(table + _dotted(m.group(1)))
+            lines.setdefault(path, n)
+            for i in range(len(table) + 1, len(path)):
+                lines.setdefault(path[:i], n)
+    return lines
+
+
+@dataclass
+class Source:
+    path: Path
+    lines: dict = field(default_factory=dict)
+
+    def line_of(self, keypath: tuple[str, ...]) -> int:
+        for i in range(len(keypath), 0, -1):
+            if keypath[:i] in self.lines:
+                return self.lines[keypath[:i]]
+        return 1
+
+
+def config_files(path: str | os.PathLike | None = None, env=os.environ) -> list[Path]:
+    """The main file, then conf.d/*.toml beside it in lexical order."""
+    main = Path(path or env.get(ENV_VAR) or DEFAULT_PATH)
+    dropins = main.parent / "conf.d"
+    extra = sorted(dropins.glob("*.toml")) if dropins.is_dir() else []
+    return [main, *extra]
+
+
+def _merge(into: dict, new: dict, origin: dict, source: Source, prefix=()) -> None:
+    for k, v in new.items():
+        kp = prefix + (k,)
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v, origin, source, kp)
+        else:
+            into[k] = v
+            if isinstance(v, dict):
+                _record(v, origin, source, kp)
+            origin[kp] = source
+
+
+def _record(table: dict, origin: dict, source: Source, prefix) -> None:
+    for k, v in table.items():
+        origin[prefix + (k,)] = source
+        if isinstance(v, dict):
+            _record(v, origin, source, prefix + (k,))
+
+
+class _Problems:
+    def __init__(self, origin: dict, fallback: Path):
+        self.lines: list[str] = []
+        self.origin = origin
+        self.fallback = fallback
+
+    def add(self, keypath: tuple[str, ...], message: str) -> None:
+        src = None
+        for i in range(len(keypath), 0, -1):
+            src = self.origin.get(keypath[:i])
+            if src:
+                break
+        path, line = (src.path, src.line_of(keypath)) if src else (self.fallback, 1)
+        self.lines.append(f"{path}:{line}: {'.'.join(keypath)}: {message}")
+
+
+def _unknown(problems: _Problems, keypath, known) -> None:
+    near = difflib.get_close_matches(keypath[-1], list(known), n=1)
+    hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(sorted(known))}"
+    problems.add(keypath, f"unknown key ({hint})")
+
+
+def _validate_table(raw: dict, schema: dict, problems: _Problems, prefix) -> dict:
+    out = {}
+    for k, v in raw.items():
+        if k not in schema:
+            _unknown(problems, prefix + (k,), schema)
+        elif isinstance(v, dict):
+            problems.add(prefix + (k,), "is a table; expected a value")
+    for k, key in schema.items():
+        kp = prefix + (k,)
+        if k in raw and not isinstance(raw[k], dict):
+            try:
+                out[k] = key.parse(raw[k])
+            except BadValue as e:
+                problems.add(kp, str(e))
+                out[k] = None
+        elif key.required:
+            if k not in raw:
+                problems.add(kp, "is required")
+            out[k] = None
+        else:
+            out[k] = key.parse(key.default) if key.default is not None else None
+    return out
+
+
+def validate(raw: dict, problems: _Problems) -> dict:
+    cfg: dict[str, Any] = {}
+    for t, v in raw.items():
+        if t not in SCHEMA:
+            _unknown(problems, (t,), SCHEMA)
+        elif not isinstance(v, dict):
+            problems.add((t,), "must be a table, e.g. [" + t + "]")
+    for t, schema in SCHEMA.items():
+        table = raw.get(t) if isinstance(raw.get(t), dict) else None
+        if t in OPTIONAL_TABLES and table is None:
+            cfg[t] = None
+        elif t in NESTED_TABLES:
+            table = table or {}
+            for name, sub in table.items():
+                if name not in schema:
+                    _unknown(problems, (t, name), schema)
+                elif not isinstance(sub, dict):
+                    problems.add((t, name), f"must be a table, e.g. [{t}.{name}]")
+            cfg[t] = {name: _validate_table(table.get(name) if isinstance(table.get(name), dict) else {},
+                                            sub, problems, (t, name))
+                      for name, sub in schema.items()}
+        else:
+            cfg[t] = _validate_table(table or {}, schema, problems, (t,))
+    return cfg
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_server(server: dict, problems: _Problems) -> None:
+    url = server.get("url") or ""
+    if not url:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "http":
+        if not _loopback(host):
+            problems.add(("server", "url"), f"{show(url)}: plain http:// is allowed only for a loopback "
+                                            "address (127.0.0.0/8, ::1, localhost); use https://")
+    elif parts.scheme != "https" or not host:
+        problems.add(("server", "url"), f"{show(url)} is not an https:// URL")
+    _check_secret(server.get("token_file") or "", problems)
+    ca = server.get("ca_file") or ""
+    if ca and not os.path.isfile(ca):
+        problems.add(("server", "ca_file"), f"{show(ca)} does not exist (a PEM bundle, or \"\" for the system store)")
+
+
+def _check_secret(path: str, problems: _Problems) -> None:
+    kp = ("server", "token_file")
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except FileNotFoundError:
+        problems.add(kp, f"{show(path)} does not exist (a file holding the hub's token on one line)")
+        return
+    except OSError as e:
+        problems.add(kp, f"{show(path)} cannot be read: {e.strerror}")
+        return
+    if not token:
+        problems.add(kp, f"{show(path)} is empty (it must hold the hub's token on one line)")
+    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        problems.add(kp, f"{show(path)} is readable or writable by others (chmod 600, owned by the service user)")
+
+
+def _check_belt(cfg: dict) -> None:
+    belt = cfg.get("belt")
+    if belt and not belt.get("baudrate") and belt.get("protocol"):
+        belt["baudrate"] = BELT_DEFAULT_BAUD[belt["protocol"]]
+
+
+def system_timezone() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        return target.split("zoneinfo/", 1)[1]
+    except (OSError, IndexError):
+        return "UTC"
+
+
+def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
+    """Read, merge and validate; raise ConfigError with every problem at once."""
+    files = config_files(path, env)
+    origin: dict = {}
+    merged: dict = {}
+    problems = _Problems(origin, files[0])
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            problems.lines.append(f"{file}:1: (file): does not exist (give --config PATH or set {ENV_VAR})")
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.lines.append(f"{file}:1: (file): cannot be read: {e}")
+            continue
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            problems.lines.append(_syntax_problem(file, text, e))
+            continue
+        source = Source(file, key_lines(text))
+        _merge(merged, doc, origin, source)
+    if problems.lines and not merged:
+        raise ConfigError(problems.lines)
+    cfg = validate(merged, problems)
+    _check_server(cfg["server"], problems)
+    _check_belt(cfg)
+    if not cfg["hub"].get("timezone"):
+        try:
+            cfg["hub"]["timezone"] = _timezone(system_timezone())
+        except BadValue:
+            cfg["hub"]["timezone"] = "UTC"
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    cfg["_files"] = [str(f) for f in files]
+    return cfg
+
+
+def _syntax_problem(file: Path, text: str, err: tomllib.TOMLDecodeError) -> str:
+    msg = str(err)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+    line = int(m.group(1)) if m else 1
+    what = msg[: m.start()].strip() if m else msg
+    # Name the key on that line (or the table it is in) so the technician sees where.
+    table, key = [], "(syntax)"
+    for n, ln in enumerate(text.splitlines(), 1):
+        if n > line:
+            break
+        if h := _HEADER_RE.match(ln):
+            table = _dotted(h.group(1))
+            if n == line:
+                key = ".".join(table)
+        elif n == line and (k := _KEY_RE.match(ln)):
+            key = ".".join(table + _dotted(k.group(1)))
+        elif n == line:
+            key = ".".join(table) if table else "(syntax)"
+    return f"{file}:{line}: {key}: invalid TOML: {what}"
+
+
+def timezone_of(cfg: dict):
+    return ZoneInfo(cfg["hub"]["timezone"])
+
+
+def summary(cfg: dict) -> str:
+    """The short summary check-config prints for a valid configuration."""
+    hub = cfg["hub"]
+    belt = cfg["belt"]
+    gpio = cfg["gpio"]
+    server = cfg["server"]
+    rules = [n for n, r in cfg["rules"].items() if r.get("enabled")]
+    lines = [
+        f"configuration OK: {', '.join(cfg['_files'])}",
+        f"  hub {hub['id']} (resident {hub['resident_id']}), timezone {hub['timezone']}, state in {hub['state_dir']}",
+        f"  belt: {belt['protocol']} on {belt['port']} at {belt['baudrate']} baud" if belt else "  belt: none",
+        f"  panel: SOS pin {gpio['sos_pin']}, OK pin {gpio['ok_pin']}, LED pin {gpio['led_pin']}, "
+        f"buzzer pin {gpio['buzzer_pin']}" if gpio else "  panel: none",
+        f"  server: {server['url']}" if server["url"] else "  server: none (offline only, events are kept)",
+        f"  rules enabled ({len(rules)}): {', '.join(rules)}",
+    ]
+    return "\n".join(lines)

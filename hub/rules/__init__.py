@@ -1,0 +1,1 @@
+"""The local alert rules (placeholder until the alert engine lands)."""

@@ -1,0 +1,47 @@
+"""`carehub status`: what the hub is doing now, read from the store while the daemon runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from hub.app import store_path
+from offline_queue.store import STATUS_STATE_KEYS, read_status
+
+# State keys the daemon keeps for this view (written on change only, to spare the SD card).
+DEVICES_KEY = "hub.devices"
+ACTIVE_ALERTS_KEY = "alerts.active"
+
+
+def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
+    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY))
+    state = raw.pop("state")
+    status = dict(raw, hub_id=cfg["hub"]["id"], devices=state.pop(DEVICES_KEY) or {},
+                  active_alerts=state.pop(ACTIVE_ALERTS_KEY) or [],
+                  last_sync=state.get("sync.last_success"), sync=state)
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True, default=str), file=out)
+        return 0
+    print(render(status), file=out)
+    return 0
+
+
+def render(status: dict) -> str:
+    depth = status.get("depth", {})
+    lines = [f"hub {status['hub_id']}"]
+    devices = status.get("devices") or {}
+    lines.append("devices: " + (", ".join(f"{k} {v.get('state', '?')}" for k, v in sorted(devices.items()))
+                                or "none reported"))
+    alerts = status.get("active_alerts") or []
+    lines.append(f"active alerts: {len(alerts)}")
+    for a in alerts:
+        lines.append(f"  {a.get('rule')} priority {a.get('priority')} {a.get('state', '')} since {a.get('since', '?')}")
+    lines.append("queue: " + ", ".join(f"priority {p}: {depth.get(p, depth.get(str(p), 0))}" for p in (1, 2, 3)))
+    lines.append(f"dead letters: {status.get('dead_letter_count', 0)}")
+    lines.append(f"last successful sync: {status.get('last_sync') or 'never'}")
+    recent = status.get("recent") or []
+    if recent:
+        lines.append("last events:")
+        for e in recent[:10]:
+            lines.append(f"  #{e.get('seq')} {e.get('occurred_at')} {e.get('type')} (priority {e.get('priority')})")
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""CareHub packaging: `pip install .` gives the `carehub` command; `pip install .[test]` the test tools."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "hub" / "__init__.py").read_text(), version)
+
+setup(
+    name="carehub",
+    version=version["__version__"],
+    description="Home hub for an elderly resident living alone: bed sensor, watch, panel, local alerts, durable sync",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hub", "hub.*", "drivers", "drivers.*", "offline_queue", "offline_queue.*"]),
+    package_data={"hub": ["demo.toml"], "offline_queue": ["openapi.yaml"]},
+    install_requires=[
+        "gpiozero>=2.0,<3",
+        "pyserial>=3.5,<4",
+        # bleak's API moves between majors; pin the version the watch driver was tested with.
+        "bleak==3.1.0",
+        # 4.x changed the transaction model (every write commits itself); 3.x behaves differently.
+        "sqlite-utils>=4.0,<5",
+        "requests>=2.31,<3",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "hypothesis>=6.100,<7",
+        ],
+        "bench": ["persist-queue==1.1.0"],
+    },
+    entry_points={"console_scripts": ["carehub=hub.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: POSIX :: Linux",
+    ],
+)

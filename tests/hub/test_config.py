@@ -1,0 +1,199 @@
+"""The configuration: every key in one schema, every problem named by file, line and key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from hub import cli, config
+from hub.errors import ConfigError
+from tests.conftest import EXAMPLE, MINIMAL
+
+
+def problems_of(path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    return info.value.problems
+
+
+def check_config(path, capsys) -> tuple[int, str]:
+    rc = cli.main(["check-config", "--config", str(path)])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_example_validates(capsys):
+    rc, out = check_config(EXAMPLE, capsys)
+    assert rc == 0, out
+    assert "configuration OK" in out
+
+
+def test_example_holds_every_key_of_the_schema():
+    doc = tomllib.loads(EXAMPLE.read_text())
+    missing = []
+    for table, keys in config.SCHEMA.items():
+        if table in config.NESTED_TABLES:
+            for name, sub in keys.items():
+                have = doc.get(table, {}).get(name, {})
+                missing += [f"{table}.{name}.{k}" for k in sub if k not in have]
+        else:
+            missing += [f"{table}.{k}" for k in keys if k not in doc.get(table, {})]
+    assert missing == []
+
+
+def test_every_key_has_a_one_line_meaning():
+    def keys():
+        for table, ks in config.SCHEMA.items():
+            subs = ks.items() if table in config.NESTED_TABLES else [(table, ks)]
+            for name, sub in subs:
+                yield from ((f"{name}.{k}", key) for k, key in sub.items())
+
+    for name, key in keys():
+        assert key.doc and "\n" not in key.doc, name
+
+
+def test_timezone_defaults_to_the_systems(write_config):
+    cfg = config.load(write_config(MINIMAL.replace('timezone = "Asia/Shanghai"\n', "")))
+    assert config.timezone_of(cfg) is not None and cfg["hub"]["timezone"]
+
+
+def test_defaults_are_filled_and_parsed(write_config):
+    cfg = config.load(write_config(MINIMAL))
+    assert cfg["hub"]["heartbeat_interval"] == 300.0
+    assert cfg["belt"] is None and cfg["gpio"] is None
+    assert cfg["server"]["url"] == ""
+    assert cfg["rules"]["night_bed_exit"]["max_out_of_bed"] == 1800.0
+    assert str(cfg["rules"]["night_bed_exit"]["window"]) == "21:00-07:00"
+
+
+# One row per acceptance case: the text, the key and line the message must name.
+BAD = [
+    ("broken TOML syntax", MINIMAL + '\n[belt]\nport = "/dev/x\n', "belt.port", 8),
+    ("unknown key in a table", MINIMAL + 'heartbeat_intervall = "5m"\n', "hub.heartbeat_intervall", 6),
+    ("wrong type", MINIMAL + "\n[rules.hr_high]\nthreshold = \"high\"\n", "rules.hr_high.threshold", 8),
+    ("bad duration", MINIMAL + '\n[rules.night_bed_exit]\nmax_out_of_bed = "30 minutes"\n',
+     "rules.night_bed_exit.max_out_of_bed", 8),
+    ("bad window", MINIMAL + '\n[rules.night_bed_exit]\nwindow = "21:00-25:00"\n',
+     "rules.night_bed_exit.window", 8),
+    ("missing hub.id", MINIMAL.replace('id = "home-test"\n', ""), "hub.id", 1),
+    ("token_file does not exist", MINIMAL + '\n[server]\nurl = "https://care.example.org/api"\n'
+     'token_file = "/nonexistent/token"\n', "server.token_file", 9),
+    ("http:// not loopback", MINIMAL + '\n[server]\nurl = "http://care.example.org/api"\n'
+     'token_file = "{token}"\n', "server.url", 8),
+]
+
+
+@pytest.mark.parametrize("why,text,key,line", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_exits_78_naming_file_line_and_key(why, text, key, line, write_config, token_file, capsys):
+    path = write_config(text.replace("{token}", str(token_file)))
+    rc, out = check_config(path, capsys)
+    assert rc == 78
+    assert re.search(rf"^{re.escape(str(path))}:{line}: {re.escape(key)}: \S", out, re.M), out
+    assert "Traceback" not in out
+
+
+def test_spec_example_message_for_a_bad_duration(write_config):
+    path = write_config(MINIMAL + '\n[rules.night_bed_exit]\nmax_out_of_bed = "30 minutes"\n')
+    assert problems_of(path) == [
+        f'{path}:8: rules.night_bed_exit.max_out_of_bed: "30 minutes" is not a duration '
+        '(use e.g. "30m", "90s", "1h30m", or a number of seconds)'
+    ]
+
+
+def test_misspelt_key_suggests_the_right_one(write_config):
+    path = write_config(MINIMAL + "\n[belt]\nport = \"loop://\"\nprotocl = \"micradar\"\n")
+    assert problems_of(path) == [f"{path}:9: belt.protocl: unknown key (did you mean 'protocol'?)"]
+
+
+def test_unknown_table_and_unknown_rule_are_errors(write_config):
+    path = write_config(MINIMAL + "\n[bellt]\nport = 1\n\n[rules.night_bed_exitt]\nenabled = true\n")
+    lines = problems_of(path)
+    assert any(l.startswith(f"{path}:7: bellt: unknown key") for l in lines), lines
+    assert any(l.startswith(f"{path}:10: rules.night_bed_exitt: unknown key (did you mean 'night_bed_exit'?)")
+               for l in lines), lines
+
+
+def test_all_problems_are_reported_at_once(write_config):
+    path = write_config(MINIMAL.replace('resident_id = "R-1"\n', "") + 'log_level = "loud"\n'
+                        '\n[rules.hr_high]\npersist = "ten"\n')
+    keys = sorted(l.split(": ")[1] for l in problems_of(path))
+    assert keys == ["hub.log_level", "hub.resident_id", "rules.hr_high.persist"]
+
+
+def test_world_readable_token_is_refused(write_config, token_file):
+    token_file.chmod(0o644)
+    path = write_config(MINIMAL + f'\n[server]\nurl = "https://care.example.org/api"\ntoken_file = "{token_file}"\n')
+    [line] = problems_of(path)
+    assert line.startswith(f"{path}:9: server.token_file:") and "chmod 600" in line
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/api", "http://127.9.9.9/api", "http://[::1]:80/",
+                                 "http://localhost:9/api", "https://care.example.org/api"])
+def test_loopback_http_and_https_are_allowed(url, write_config, token_file):
+    cfg = config.load(write_config(MINIMAL + f'\n[server]\nurl = "{url}"\ntoken_file = "{token_file}"\n'))
+    assert cfg["server"]["url"] == url
+
+
+def test_conf_d_dropins_override_in_lexical_order(write_config):
+    main = write_config(MINIMAL + '\n[rules.hr_high]\nthreshold = 120\npersist = "10m"\n')
+    write_config("[rules.hr_high]\nthreshold = 125\n", "conf.d/50-site.toml")
+    write_config("[rules.hr_high]\nthreshold = 130\n", "conf.d/90-technician.toml")
+    cfg = config.load(main)
+    assert cfg["rules"]["hr_high"]["threshold"] == 130
+    assert cfg["rules"]["hr_high"]["persist"] == 600.0
+
+
+def test_problem_in_a_dropin_names_the_dropin(write_config):
+    main = write_config(MINIMAL)
+    drop = write_config('[rules.hr_high]\n\nthreshold = -5\n', "conf.d/90-technician.toml")
+    [line] = problems_of(main)
+    assert line.startswith(f"{drop}:3: rules.hr_high.threshold: -5 is out of range")
+
+
+def test_environment_variable_names_the_main_file(write_config, monkeypatch):
+    path = write_config(MINIMAL)
+    monkeypatch.setenv("CAREHUB_CONFIG", str(path))
+    assert config.load()["hub"]["id"] == "home-test"
+
+
+def test_missing_file_is_a_clear_problem(tmp_path):
+    [line] = problems_of(tmp_path / "nope.toml")
+    assert line == f"{tmp_path / 'nope.toml'}:1: (file): does not exist (give --config PATH or set CAREHUB_CONFIG)"
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400),
+                                          (45, 45), (2.5, 2.5), ("1m30s", 90)])
+def test_durations(text, seconds):
+    from hub.configtypes import parse_duration
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["30 minutes", "", "m", "-5s", -5, True, "1d", "5s30m"])
+def test_bad_durations(bad):
+    from hub.configtypes import BadValue, parse_duration
+    with pytest.raises(BadValue):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize("text,inside,outside", [
+    ("21:00-07:00", [21 * 60, 23 * 60 + 59, 0, 6 * 60 + 59], [7 * 60, 12 * 60, 20 * 60 + 59]),
+    ("00:00-24:00", [0, 720, 1439], []),
+    ("08:00-20:00", [480, 1199], [479, 1200]),
+])
+def test_windows(text, inside, outside):
+    from hub.configtypes import parse_window
+    w = parse_window(text)
+    assert all(w.contains(m) for m in inside)
+    assert not any(w.contains(m) for m in outside)
+
+
+def test_check_config_runs_as_a_module_without_traceback(write_config):
+    path = write_config(MINIMAL + "[oops\n")
+    proc = subprocess.run([sys.executable, "-m", "hub", "check-config", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 78
+    assert proc.stderr.startswith(f"{path}:6: ") and "Traceback" not in proc.stderr
