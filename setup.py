@@ -16,7 +16,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["hub", "hub.*", "drivers", "drivers.*", "offline_queue", "offline_queue.*"]),
-    package_data={"hub": ["demo.toml"], "offline_queue": ["openapi.yaml"]},
     install_requires=[
         "gpiozero>=2.0,<3",
         "pyserial>=3.5,<4",
@@ -31,6 +30,9 @@ setup(
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",
+            # the receiver is checked against docs/openapi.yaml
+            "jsonschema>=4.18,<5",
+            "PyYAML>=6,<7",
         ],
         "bench": ["persist-queue==1.1.0"],
     },

@@ -18,6 +18,9 @@ from hub.clock import SystemClock
 from hub.config import timezone_of
 from hub.events import EventFactory
 from hub.notify import Notifier
+from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
+from hub.rules.observations import ButtonPress, StaffAck
+from drivers.belt.link import BeltLink
 from offline_queue.store import AsyncStore
 
 LOGGER = logging.getLogger(__name__)
@@ -51,6 +54,11 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self.components: list = []   # objects with async run() and stop()
         self.healthy = True
+        self.tick_s = TICK_S
+        self.panel = None
+        self.uploader = None
+        self.runner = None
+        self.show_listeners: list = []
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,7 +111,39 @@ class Hub:
 
     async def _build_components(self) -> list:
         """The devices, the pipeline and the uploader, as the configuration asks."""
-        return []
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        engine_state = await self.store.get_state(ENGINE_STATE_KEY)
+        self.runner = runner = PipelineRunner(
+            Pipeline(cfg, self.clock, self.factory, StoreSink(self.store), engine_state=engine_state,
+                     show=self._show),
+            tick_s=self.tick_s)
+        comps: list = [runner]
+        if cfg["gpio"] is not None:
+            self.panel = build_panel(cfg["gpio"], self.pin_factory, loop,
+                                     on_press=lambda button: runner.put(ButtonPress(button, "panel")))
+            comps.append(PanelComponent(self.panel))
+        if cfg["belt"] is not None:
+            belt = cfg["belt"]
+            link = BeltLink(
+                belt["port"], baudrate=belt["baudrate"], on_bytes=runner.put_bytes,
+                on_status=lambda state, info: runner.put(("belt", state, info)),
+                stale_timeout_s=belt["stale_timeout"], reconnect_max_s=belt["reconnect_max"],
+                handshake=runner.pipeline.decoder.handshake_frames())
+            runner.link = link
+            comps.append(link)
+        if cfg["server"]["url"]:
+            # The network lives in real time whatever clock the rules run on (the demo's is faster).
+            self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
+                                           on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)))
+            comps.append(self.uploader)
+        return comps
+
+    def _show(self, led: str, buzzer: str) -> None:
+        if self.panel is not None:
+            self.panel.show(led, buzzer)
+        for cb in self.show_listeners:
+            cb(led, buzzer)
 
     def describe(self) -> str:
         parts = [f"hub {self.cfg['hub']['id']}"]
@@ -162,3 +202,122 @@ async def run(cfg: dict, *, hub: Hub | None = None) -> int:
 
 def main(cfg: dict) -> int:
     return asyncio.run(run(cfg))
+
+
+class StoreSink:
+    """The pipeline's sink in the daemon: the durable store."""
+
+    def __init__(self, store: AsyncStore):
+        self.store = store
+
+    async def commit(self, event, *, state=None):
+        return await self.store.commit(event, state=state)
+
+    def enqueue(self, event) -> None:
+        self.store.enqueue(event)
+
+    async def save_state(self, state: dict) -> None:
+        for key, value in state.items():
+            await self.store.put_state(key, value)
+
+
+class PipelineRunner:
+    """Feeds the pipeline from one queue, so bytes, ticks, presses and acks never interleave."""
+
+    def __init__(self, pipeline: Pipeline, tick_s: float = TICK_S):
+        self.pipeline = pipeline
+        self.tick_s = tick_s
+        self.link = None
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._stopped = False
+
+    def put(self, item) -> None:
+        self._queue.put_nowait(item)
+
+    def put_bytes(self, data: bytes) -> None:
+        self._queue.put_nowait(data)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put_nowait(None)
+
+    def describe(self) -> str:
+        belt = self.pipeline.devices.get("belt", {}).get("state")
+        return f"belt {belt}" if belt else ""
+
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._ticks(), name="ticks")
+        try:
+            while not self._stopped:
+                item = await self._queue.get()
+                if item is None:
+                    break
+                await self._handle(item)
+        finally:
+            ticker.cancel()
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.put("tick")
+
+    async def _handle(self, item) -> None:
+        p = self.pipeline
+        if item == "tick":
+            await p.tick()
+        elif isinstance(item, (bytes, bytearray)):
+            await p.belt_bytes(bytes(item))
+            if self.link is not None:
+                for frame in p.decoder.take_outgoing():
+                    await self.link.write(frame)
+        elif isinstance(item, tuple) and item[0] == "belt":
+            _, state, info = item
+            await p.device_status("belt", state, info)
+        else:
+            await p.observe(item)
+
+
+class PanelComponent:
+    """The panel has no loop of its own; it lives as long as the hub and is closed at the end."""
+
+    def __init__(self, panel):
+        self.panel = panel
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.panel.close()
+
+
+def build_panel(gpio: dict, pin_factory, loop, on_press):
+    """gpiozero pins are made here, and only here."""
+    from drivers.panel import Panel
+    if pin_factory is None and gpio["pin_factory"]:
+        pin_factory = make_pin_factory(gpio["pin_factory"])
+    return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
+
+
+def make_pin_factory(name: str):
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+        return MockFactory()
+    from gpiozero import Device
+    import os
+    os.environ["GPIOZERO_PIN_FACTORY"] = name
+    return Device._default_pin_factory()
+
+
+def build_uploader(cfg: dict, store, clock, on_ack):
+    from offline_queue.uploader import Uploader
+    server = cfg["server"]
+    with open(server["token_file"], encoding="utf-8") as f:
+        token = f.readline().strip()
+    return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
+                    ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
+                    batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
+                    backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
+                    auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
+                    clock=clock, on_ack=on_ack)

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.configtypes import (
-    BadValue, Key, show, boolean, choice, duration, integer, pattern, string,
+    BadValue, Key, show, choice, duration, integer, pattern, string,
 )
 from hub.errors import ConfigError
-from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA
+from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA, SLEEP_SCHEMA
 
 DEFAULT_PATH = Path("/etc/carehub/config.toml")
 ENV_VAR = "CAREHUB_CONFIG"
@@ -63,6 +63,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "url": Key(string, "", "community server base URL; empty: offline only, keep everything"),
         "token_file": Key(string, "/etc/carehub/token", "file holding the hub's secret token (one line)"),
         "ca_file": Key(string, "", "optional PEM bundle of a private CA"),
+        "sync_interval": Key(duration(0.1, 86400), "60s", "how often queued events are sent while nothing urgent is waiting"),
         "timeout": Key(duration(1, 600), "30s", "one request's timeout"),
         "batch_max": Key(integer(1, 500), 500, "most events in one request"),
         "gzip_min_bytes": Key(integer(0, None), 1024, "bodies larger than this are gzip-compressed"),
@@ -72,7 +73,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "store": {
         "quota_mb": Key(integer(1, 100000), 64, "size cap of the event store; oldest priority-3 events go first"),
-        "batch_interval": Key(duration(0, 3600), "60s", "low-priority events are committed together at most this late"),
+        "batch_interval": Key(duration(0, 3600), "10m", "low-priority events are committed together at most this late"),
         "batch_max": Key(integer(1, 10000), 100, "low-priority events committed together at most"),
     },
     "belt": {
@@ -88,14 +89,15 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "gpio": {
         "pin_factory": Key(choice("", "lgpio", "rpigpio", "pigpio", "native", "mock"), "",
                            "gpiozero pin factory; empty: gpiozero's default (lgpio on a Pi)"),
-        "sos_pin": Key(integer(0, 53), 17, "BCM pin of the SOS button (to ground)"),
-        "ok_pin": Key(integer(0, 53), 27, "BCM pin of the OK button (to ground)"),
-        "led_pin": Key(integer(0, 53), 22, "BCM pin of the status LED"),
-        "buzzer_pin": Key(integer(0, 53), 23, "BCM pin of the buzzer"),
-        "sos_hold": Key(duration(0.1, 10), "2s", "how long SOS must be held"),
+        "sos_pin": Key(integer(0, 27), 17, "BCM pin of the SOS button (to ground)"),
+        "ok_pin": Key(integer(0, 27), 27, "BCM pin of the OK button (to ground)"),
+        "led_pin": Key(integer(0, 27), 22, "BCM pin of the status LED"),
+        "buzzer_pin": Key(integer(0, 27), 23, "BCM pin of the buzzer"),
+        "sos_hold": Key(duration(0.5, 10), "2s", "hold the SOS button this long to call for help"),
     },
     "rules": RULES_SCHEMA,
     "alerts": ALERTS_SCHEMA,
+    "sleep_report": SLEEP_SCHEMA,
 }
 OPTIONAL_TABLES = {"belt", "gpio"}
 NESTED_TABLES = {"rules"}  # tables of tables

@@ -118,7 +118,7 @@ def integer(lo: int | None = None, hi: int | None = None):
     def parse(value):
         v = base(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{show(v)} is out of range (allowed {lo}..{hi})")
+            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
         return v
 
     return parse
@@ -130,7 +130,7 @@ def number(lo: float | None = None, hi: float | None = None):
     def parse(value):
         v = base(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{show(v)} is out of range (allowed {lo}..{hi})")
+            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
         return v
 
     return parse

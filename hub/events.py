@@ -5,11 +5,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType

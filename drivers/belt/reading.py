@@ -23,11 +23,13 @@ class Reading:
     """What one decoded frame (or NDJSON line) said; times are added by the pipeline, not here."""
 
     protocol: str
-    kind: str = "instant"                  # "instant", "window", "night_summary", "event", "info"
+    kind: str = "instant"                  # "instant", "window", "night_summary", "event", "info",
+                                           # "unknown" (kept raw, never guessed)
     window_s: float | None = None          # averaging window (600 for the 10-minute composite)
     presence: bool | None = None
     in_bed: bool | None = None             # None where the protocol has none: derived later
     heart_rate_bpm: float | None = None
+    hr_clamped: bool | None = None         # the value sits at the device's limit: it may be higher
     resp_rate_per_min: float | None = None
     resp_state: str | None = None
     motion: str | None = None

@@ -1,0 +1,171 @@
+"""The serial link to the belt: a thin asyncio transport over pyserial URLs.
+
+``serial.serial_for_url`` takes a device path, ``socket://``, ``rfc2217://`` or ``loop://``,
+so the same code serves the Pi, a network bridge and tests. Reads block in a worker thread
+with a short timeout and hand their bytes to the loop; nothing here decodes.
+
+The belt counts as connected once bytes flow after an open, and as disconnected when the
+port cannot be opened, a read fails (USB unplugged) or nothing arrives for
+``stale_timeout_s``. Each change is reported once through ``on_status``; the port is then
+reopened with capped exponential backoff (as pymodbus does) until the device is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Iterable
+
+import serial
+
+from hub.clock import Clock, SystemClock
+
+LOGGER = logging.getLogger(__name__)
+
+# Blocking read timeout: bounds how long stop() and stale detection can lag.
+READ_TIMEOUT_S = 0.1
+# First reopen delay; doubled after each failed attempt up to reconnect_max_s.
+RECONNECT_MIN_S = 0.1
+READ_CHUNK = 4096
+
+CONNECTED, DISCONNECTED = "connected", "disconnected"
+
+
+class BeltLink:
+    """Owns one serial port: opens, reads, writes the handshake, notices loss, reopens."""
+
+    def __init__(self, url: str, *, baudrate: int, on_bytes: Callable[[bytes], None],
+                 on_status: Callable[[str, dict], None], stale_timeout_s: float = 30.0,
+                 reconnect_max_s: float = 60.0, handshake: Iterable[bytes] = (),
+                 clock: Clock | None = None, reconnect_min_s: float = RECONNECT_MIN_S):
+        self.url = url
+        self.baudrate = baudrate
+        self.on_bytes = on_bytes
+        self.on_status = on_status
+        self.stale_timeout_s = stale_timeout_s
+        self.reconnect_max_s = reconnect_max_s
+        self.reconnect_min_s = min(reconnect_min_s, reconnect_max_s)
+        self.handshake = list(handshake)
+        self.clock = clock or SystemClock()
+        self.state: str | None = None
+        self.bytes_received = 0
+        self._serial: serial.SerialBase | None = None
+        self._stop: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<BeltLink {self.url} state={self.state}>"
+
+    # --- public --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Until ``stop()``: keep the port open and the bytes flowing. Never raises for a
+        missing, silent or vanished device."""
+        self._stop = asyncio.Event()
+        delay = self.reconnect_min_s
+        try:
+            while not self._stop.is_set():
+                ser = await self._open()
+                if ser is not None:
+                    if await self._pump(ser):
+                        delay = self.reconnect_min_s
+                    await asyncio.to_thread(self._close, ser)
+                if self._stop.is_set():
+                    break
+                await self._sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+        finally:
+            self._stop = None
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def write(self, data: bytes) -> bool:
+        """Send bytes if the port is open; False (and nothing raised) when it is not."""
+        ser = self._serial
+        if ser is None or not data:
+            return False
+        try:
+            await asyncio.to_thread(ser.write, data)
+            return True
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            LOGGER.debug("belt write failed: %s", exc)
+            return False
+
+    # --- internals -----------------------------------------------------------------------
+    def _report(self, state: str, info: dict) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state == CONNECTED:
+            LOGGER.info("belt connected on %s", self.url)
+        else:
+            LOGGER.warning("belt disconnected (%s): %s", self.url, info.get("reason"))
+        try:
+            self.on_status(state, info)
+        except Exception:  # a broken listener must not stop the link
+            LOGGER.exception("belt status listener failed")
+
+    async def _open(self) -> serial.SerialBase | None:
+        try:
+            ser = await asyncio.to_thread(
+                serial.serial_for_url, self.url, baudrate=self.baudrate, timeout=READ_TIMEOUT_S,
+                write_timeout=1.0)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._report(DISCONNECTED, {"url": self.url, "reason": f"cannot open: {exc}"})
+            return None
+        LOGGER.debug("belt port %s open", self.url)
+        try:
+            for frame in self.handshake:
+                await asyncio.to_thread(ser.write, frame)
+        except (serial.SerialException, OSError) as exc:
+            await asyncio.to_thread(self._close, ser)
+            self._report(DISCONNECTED, {"url": self.url, "reason": f"handshake write failed: {exc}"})
+            return None
+        self._serial = ser
+        return ser
+
+    @staticmethod
+    def _close(ser) -> None:
+        try:
+            ser.close()
+        except (serial.SerialException, OSError):
+            pass
+
+    @staticmethod
+    def _read(ser) -> bytes:
+        return ser.read(max(1, min(ser.in_waiting, READ_CHUNK)))
+
+    async def _pump(self, ser) -> bool:
+        """Read until stale, failure or stop; True when bytes flowed on this opening."""
+        flowed = False
+        last_mono = self.clock.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = await asyncio.to_thread(self._read, ser)
+                except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                    # TypeError/AttributeError: pyserial's fd vanished under a concurrent close
+                    self._report(DISCONNECTED, {"url": self.url, "reason": f"read failed: {exc}"})
+                    return flowed
+                now = self.clock.monotonic()
+                if data:
+                    last_mono = now
+                    self.bytes_received += len(data)
+                    if not flowed:
+                        flowed = True
+                        self._report(CONNECTED, {"url": self.url, "baudrate": self.baudrate})
+                    self.on_bytes(data)
+                elif now - last_mono >= self.stale_timeout_s:
+                    self._report(DISCONNECTED, {
+                        "url": self.url,
+                        "reason": f"no data for {self.stale_timeout_s:g}s"})
+                    return flowed
+        finally:
+            self._serial = None
+        return flowed
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass

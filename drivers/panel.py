@@ -1,0 +1,103 @@
+"""The resident's panel: SOS button (long press), OK button, an LED and a buzzer (gpiozero).
+
+gpiozero calls back on its own threads; every press is handed to the asyncio loop with
+``loop.call_soon_threadsafe``. The pin factory is injected (MockFactory in tests), and nothing
+touches a pin before ``Panel(...)`` is built in the composition root. ``[gpio]`` absent: no panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from gpiozero import LED, Button, Buzzer
+
+
+LOGGER = logging.getLogger(__name__)
+
+# LED patterns as (on_time, off_time); None = steady on. Distinct at a glance:
+# a calm heartbeat, a slow "please answer" blink, a fast alarm flash, a steady "help is coming".
+LED_PATTERNS: dict[str, tuple[float, float] | None] = {
+    "ok": (0.2, 4.8),
+    "prealert": (0.5, 0.5),
+    "alert": (0.1, 0.1),
+    "acknowledged": None,
+}
+BUZZER_PATTERNS: dict[str, tuple[float, float] | None] = {
+    "off": (0.0, 0.0),
+    "prealert": (0.2, 1.8),
+    "alert": (0.5, 0.5),
+}
+
+
+class Panel:
+    """The buttons call ``on_press("sos" | "ok")`` on ``loop``; ``show`` sets LED and buzzer."""
+
+    def __init__(self, pin_factory, *, sos_pin: int, ok_pin: int, led_pin: int,
+                 buzzer_pin: int, sos_hold_s: float = 2.0,
+                 on_press: Callable[[str], None], loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._on_press = on_press
+        self._devices = []
+        try:
+            self._sos = self._own(Button(sos_pin, hold_time=sos_hold_s, pin_factory=pin_factory))
+            self._ok = self._own(Button(ok_pin, pin_factory=pin_factory))
+            self._led = self._own(LED(led_pin, pin_factory=pin_factory))
+            self._buzzer = self._own(Buzzer(buzzer_pin, pin_factory=pin_factory))
+        except Exception:
+            self.close()
+            raise
+        # SOS needs a deliberate hold: a brush against the button must not call for help.
+        self._sos.when_held = lambda: self._hand_over("sos")
+        self._ok.when_pressed = lambda: self._hand_over("ok")
+        self.led_pattern: str | None = None
+        self.buzzer_pattern: str | None = None
+        self.show("ok", "off")
+
+    @classmethod
+    def from_config(cls, gpio: dict | None, pin_factory, *, on_press, loop) -> "Panel | None":
+        """``cfg["gpio"]`` as parsed (``None`` when the table is absent: no panel)."""
+        if gpio is None:
+            return None
+        return cls(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"],
+                   led_pin=gpio["led_pin"], buzzer_pin=gpio["buzzer_pin"],
+                   sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+
+    def _own(self, device):
+        self._devices.append(device)
+        return device
+
+    def _hand_over(self, button: str) -> None:
+        """Runs on a gpiozero thread: never call into the hub from here."""
+        try:
+            self._loop.call_soon_threadsafe(self._on_press, button)
+        except RuntimeError:    # the loop is closed: we are shutting down
+            LOGGER.warning("%s press during shutdown was not handled", button)
+
+    def show(self, led: str, buzzer: str) -> None:
+        if led not in LED_PATTERNS:
+            raise ValueError(f"unknown LED pattern {led!r} (one of {', '.join(LED_PATTERNS)})")
+        if buzzer not in BUZZER_PATTERNS:
+            raise ValueError(f"unknown buzzer pattern {buzzer!r} "
+                             f"(one of {', '.join(BUZZER_PATTERNS)})")
+        if led != self.led_pattern:
+            timing = LED_PATTERNS[led]
+            if timing is None:
+                self._led.on()
+            else:
+                self._led.blink(*timing)
+            self.led_pattern = led
+            LOGGER.info("panel LED: %s", led)
+        if buzzer != self.buzzer_pattern:
+            on_s, off_s = BUZZER_PATTERNS[buzzer]
+            if on_s:
+                self._buzzer.beep(on_s, off_s)
+            else:
+                self._buzzer.off()
+            self.buzzer_pattern = buzzer
+
+    def close(self) -> None:
+        for device in reversed(self._devices):
+            device.close()
+        self._devices.clear()

@@ -1,0 +1,179 @@
+"""``carehub monitor``: a live view of the bed sensor for the technician installing it.
+
+One readable line per decoded reading, the link's state changes, and every few seconds the
+frame and error counters and the firmware. ``--record`` also writes the raw bytes with their
+arrival times to a recording (hub/recording.py) that ``carehub replay`` can play back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import IO
+
+from drivers.belt.decoder import PROTOCOLS, default_baudrate, make_decoder
+from drivers.belt.link import BeltLink
+from drivers.belt.reading import Reading
+from hub.clock import Clock, SystemClock
+from hub.recording import RecordingWriter
+
+LOGGER = logging.getLogger(__name__)
+
+EX_OK, EX_USAGE, EX_CANTCREAT = 0, 64, 73
+
+_LABELS = (
+    ("presence", "presence", None), ("in_bed", "in bed", None),
+    ("heart_rate_bpm", "HR", "bpm"), ("resp_rate_per_min", "RR", "/min"),
+    ("resp_state", "breathing", None), ("motion", "motion", None),
+    ("movement_index", "movement", None), ("distance_m", "distance", "m"),
+    ("sleep_stage", "sleep", None), ("turnover_count", "turn-overs", None),
+    ("out_of_bed_count", "times out of bed", None), ("out_of_bed_min", "out of bed", "min"),
+    ("apnea_count", "apneas", None), ("firmware", "firmware", None),
+)
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def describe(reading: Reading) -> str:
+    """One line a person can read, e.g. ``HR 62 bpm``, ``in bed yes``."""
+    parts = []
+    for name, label, unit in _LABELS:
+        v = getattr(reading, name)
+        if v is not None:
+            parts.append(f"{label} {_value(v)}" + (f" {unit}" if unit else ""))
+    if reading.hr_clamped:
+        parts.append("(at the device's limit: may be higher)")
+    if reading.kind == "window" and reading.window_s:
+        parts.insert(0, f"[{reading.window_s / 60:g}-min summary]")
+    elif reading.kind == "night_summary":
+        parts.insert(0, "[night summary]")
+    raw = reading.raw or {}
+    if reading.kind == "unknown":
+        parts.append("unknown message, kept raw: " + " ".join(
+            f"{k}={v:#04x}" if isinstance(v, int) else f"{k}={v}"
+            for k, v in raw.items() if k != "reason"))
+    elif reading.kind in ("event", "info") and not parts:
+        parts.append(", ".join(f"{k}={v}" for k, v in raw.items()
+                               if k not in ("control", "command", "type", "id")))
+    return "; ".join(parts) or "(empty)"
+
+
+def describe_counters(counters: dict, firmware: str | None) -> str:
+    ok = counters.get("frames_ok", 0)
+    errors = ", ".join(f"{k} {v}" for k, v in counters.items() if k != "frames_ok" and v)
+    return (f"frames ok {ok}; dropped: {errors or 'none'}; "
+            f"firmware {firmware or 'not reported yet'}")
+
+
+async def run_monitor(url: str, protocol: str, baudrate: int = 0, record_path=None,
+                      out: IO[str] = sys.stdout, stop: asyncio.Event | None = None, *,
+                      stats_interval_s: float = 5.0, stale_timeout_s: float = 30.0,
+                      reconnect_max_s: float = 60.0, clock: Clock | None = None) -> int:
+    """Show the belt live until ``stop`` is set (or the task is cancelled); an exit status.
+
+    A missing device is shown as disconnected and retried, never a traceback.
+    """
+    if protocol not in PROTOCOLS:
+        print(f"carehub monitor: unknown protocol {protocol!r} (use one of: "
+              f"{', '.join(PROTOCOLS)})", file=out, flush=True)
+        return EX_USAGE
+    clock = clock or SystemClock()
+    decoder = make_decoder(protocol)
+    baudrate = default_baudrate(protocol, baudrate)
+    writer = None
+    if record_path is not None:
+        try:
+            writer = RecordingWriter(record_path)
+        except OSError as exc:
+            print(f"carehub monitor: cannot write the recording {record_path}: "
+                  f"{exc.strerror or exc}", file=out, flush=True)
+            return EX_CANTCREAT
+    stop = stop or asyncio.Event()
+
+    def show(line: str) -> None:
+        stamp = clock.now().strftime("%H:%M:%S.%f")[:-3]
+        out.write(f"{stamp} {line}\n")
+        out.flush()
+
+    link: BeltLink
+
+    def on_bytes(data: bytes) -> None:
+        if writer is not None:
+            writer.write(data, clock.now())
+        for reading in decoder.feed(data):
+            show(describe(reading))
+        for frame in decoder.take_outgoing():
+            pending.add(asyncio.ensure_future(link.write(frame)))
+            pending_cleanup()
+
+    def on_status(state: str, info: dict) -> None:
+        reason = f" ({info['reason']})" if info.get("reason") else ""
+        show(f"belt {state} on {url}{reason}")
+
+    pending: set = set()
+
+    def pending_cleanup() -> None:
+        for task in [t for t in pending if t.done()]:
+            pending.discard(task)
+
+    link = BeltLink(url, baudrate=baudrate, on_bytes=on_bytes, on_status=on_status,
+                    stale_timeout_s=stale_timeout_s, reconnect_max_s=reconnect_max_s,
+                    handshake=decoder.handshake_frames(), clock=clock)
+    show(f"monitoring {url} ({protocol}, {baudrate} baud)"
+         + (f", recording to {record_path}" if writer else "") + "; Ctrl-C to stop")
+    link_task = asyncio.ensure_future(link.run())
+    try:
+        while not stop.is_set() and not link_task.done():
+            try:
+                await asyncio.wait_for(stop.wait(), stats_interval_s)
+            except asyncio.TimeoutError:
+                show(describe_counters(decoder.counters, decoder.firmware))
+    finally:
+        link.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(link_task), 2.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            link_task.cancel()
+        for task in pending:
+            task.cancel()
+        if writer is not None:
+            writer.close()
+        show(describe_counters(decoder.counters, decoder.firmware))
+    return EX_OK
+
+
+def main(args) -> int:
+    """``carehub monitor``: --port/--protocol/--baudrate override the [belt] configuration;
+    with both --port and --protocol given, no configuration file is needed."""
+    from hub import config
+    from hub.errors import ConfigError
+
+    belt: dict = {}
+    if not (args.port and args.protocol):
+        try:
+            belt = config.load(args.config).get("belt") or {}
+        except ConfigError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return 78
+    url = args.port or belt.get("port")
+    protocol = args.protocol or belt.get("protocol") or "micradar"
+    if not url:
+        print("carehub monitor: no bed sensor configured: add a [belt] table with a port, "
+              "or give --port URL --protocol NAME", file=sys.stderr)
+        return EX_USAGE
+    baudrate = args.baudrate if args.baudrate is not None else belt.get("baudrate", 0)
+    try:
+        return asyncio.run(run_monitor(
+            url, protocol, baudrate or 0, args.record, sys.stdout,
+            stale_timeout_s=belt.get("stale_timeout", 30.0),
+            reconnect_max_s=belt.get("reconnect_max", 60.0)))
+    except KeyboardInterrupt:
+        return EX_OK

@@ -1,0 +1,130 @@
+"""From bytes and observations to committed events: the one path shared by the daemon, the demo
+and `carehub replay`, so a recorded night replays exactly as the daemon lived it.
+
+Belt bytes -> decoder -> readings -> bed tracker (bed.entered/exited, vitals.minute) and alert
+engine (alerts) -> events to the sink; panel outputs to whoever shows them. The clock is read
+for every step: the daemon passes the system clock, replay a clock driven by the recording.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol
+
+from drivers.belt.decoder import make_decoder
+from drivers.belt.reading import Reading
+from hub.bed import BedTracker
+from hub.config import timezone_of
+from hub.events import Event, EventFactory
+from hub.rules.actions import Emit, Panel
+from hub.rules.engine import AlertEngine
+from hub.rules.observations import BeltReading, DeviceStatus, Now, Tick
+
+LOGGER = logging.getLogger(__name__)
+
+ENGINE_STATE_KEY = "alerts.engine"
+ACTIVE_ALERTS_KEY = "alerts.active"
+DEVICES_KEY = "hub.devices"
+TICK_S = 1.0  # how often time-based rules are evaluated without input
+# The engine's state is saved with every event it emits; otherwise at most this often, so that
+# a restart loses little (the engine bridges the gap by wall time) and the SD card is spared.
+STATE_SAVE_S = 300.0
+
+
+class EventSink(Protocol):
+    async def commit(self, event: Event, *, state: dict | None = None) -> Event: ...
+
+    def enqueue(self, event: Event) -> None: ...
+
+
+class Pipeline:
+    """Owns the decoder, the bed tracker and the alert engine for one home."""
+
+    def __init__(self, cfg: dict, clock, factory: EventFactory, sink: EventSink, *,
+                 engine_state=None, show: Callable[[str, str], None] | None = None,
+                 seed: str | None = None):
+        self.cfg = cfg
+        self.clock = clock
+        self.tz = timezone_of(cfg)
+        self.factory = factory
+        self.sink = sink
+        self.show = show
+        belt = cfg.get("belt")
+        self.decoder = make_decoder(belt["protocol"]) if belt else None
+        self.bed = BedTracker(
+            enter_debounce_s=belt["enter_debounce"] if belt else 30.0,
+            exit_debounce_s=belt["exit_debounce"] if belt else 60.0,
+        )
+        params = {**cfg["rules"], "alerts": cfg["alerts"], "sleep_report": cfg["sleep_report"]}
+        if belt is None:  # no belt: its silence is not news
+            params["belt_offline"] = dict(params["belt_offline"], enabled=False)
+        self.engine = AlertEngine(params, state=engine_state, seed=seed)
+        self.devices: dict[str, dict] = {}
+        self.panel_state: tuple[str, str] | None = None
+        self._saved_at: float | None = None
+
+    def now(self) -> Now:
+        return Now(self.clock.monotonic(), self.clock.now().astimezone(self.tz))
+
+    # --- inputs ------------------------------------------------------------------------------
+    async def belt_bytes(self, data: bytes) -> None:
+        for reading in self.decoder.feed(data):
+            await self.reading(reading)
+
+    async def reading(self, reading: Reading) -> None:
+        now = self.now()
+        bed_events = self.bed.update(reading, now.mono, now.wall)
+        await self.observe(BeltReading(reading, in_bed=self.bed.in_bed), now, save=bool(
+            [t for t, _ in bed_events if t != "vitals.minute"]))
+        for type_, data in bed_events:
+            await self.emit(type_, data)
+
+    async def tick(self) -> None:
+        now = self.now()
+        for type_, data in self.bed.tick(now.mono, now.wall):
+            await self.emit(type_, data)
+        await self.observe(Tick(), now)
+
+    async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
+        """A driver's link changed: a device.status event, and the rules hear of it."""
+        info = dict(info or {})
+        self.devices[device] = {"state": state, **{k: v for k, v in info.items() if k != "reason"}}
+        event = self.factory.make("device.status", {"device": device, "state": state, **info})
+        await self.sink.commit(event, state={DEVICES_KEY: self.devices})
+        await self.observe(DeviceStatus(device, state))
+
+    async def observe(self, observation, now: Now | None = None, *, save: bool = False) -> None:
+        """Run the engine; commit what it emits together with its state."""
+        now = now or self.now()
+        events = []
+        for action in self.engine.handle(observation, now):
+            if isinstance(action, Emit):
+                events.append(self.factory.make(action.type, action.data, action.priority))
+            elif isinstance(action, Panel):
+                self._show(action.led, action.buzzer)
+        due = self._saved_at is None or now.mono - self._saved_at >= STATE_SAVE_S
+        if not (events or save or due):
+            return
+        self._saved_at = now.mono
+        state = {ENGINE_STATE_KEY: self.engine.state, ACTIVE_ALERTS_KEY: self.engine.active_alerts()}
+        for event in events[:-1]:
+            await self.sink.commit(event)
+        if events:
+            await self.sink.commit(events[-1], state=state)
+        else:
+            await self.sink.save_state(state)
+
+    async def emit(self, type_: str, data: dict, priority: int | None = None) -> None:
+        event = self.factory.make(type_, data, priority)
+        if event.priority == 3:
+            self.sink.enqueue(event)
+        else:
+            await self.sink.commit(event)
+
+    def _show(self, led: str, buzzer: str) -> None:
+        if (led, buzzer) == self.panel_state:
+            return
+        self.panel_state = (led, buzzer)
+        LOGGER.info("panel: light %s, sound %s", led, buzzer)
+        if self.show is not None:
+            self.show(led, buzzer)
