@@ -440,3 +440,21 @@ def test_run_after_a_restart_waits_out_the_saved_backoff(tmp_path):
                 await asyncio.wait_for(task, 5)
 
     _run(go())
+
+
+def test_stop_abandons_a_hanging_request_at_once_and_forgets_nothing(tmp_path):
+    async def go():
+        clock = new_clock()
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                await store.commit(factory.make("alert.raised", {"alert_id": "h", "rule": "sos"}))
+                server.faults.push(Fault("delay", delay_s=60))
+                up = make_uploader(store, server, clock, timeout_s=60)
+                task = asyncio.create_task(up.run())
+                await wait_for(lambda: server.requests_seen == 1)
+                up.stop()
+                await asyncio.wait_for(task, 2)  # not the 60 s the request would take
+                assert await store.depth() == {1: 1, 2: 0, 3: 0}  # re-sent next time, a duplicate
+
+    _run(go())  # and asyncio.run returns: there is no executor thread for it to join
