@@ -8,8 +8,11 @@ One request in flight, batches in priority-then-seq order. Failures back off exp
 full jitter, honour Retry-After, and the next attempt survives a restart (``sync.next_attempt_at``).
 A committed priority-1 event wakes the loop at once, even during a backoff.
 
-Requests run on a worker thread (``asyncio.to_thread``) with one ``requests.Session``; the event
-loop never waits on the network.
+Requests run on a worker thread with one ``requests.Session``; the event loop never waits on the
+network. The thread is a daemon thread of its own rather than ``asyncio.to_thread``'s pool: the
+pool is joined when the loop and the interpreter shut down, so a request hanging on a dead link
+would hold ``carehub run`` past its 5-second stop for up to ``timeout_s``. ``stop()`` abandons an
+in-flight request instead (nothing was forgotten yet, so at worst it is re-sent: a duplicate).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ipaddress
 import json
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -203,6 +207,7 @@ class Uploader:
         self._skew_retried = False
         self._backoff_saved = False
         self._store_failing = False
+        self._in_flight: asyncio.Future | None = None
         self._stopping = False
         self._unsubscribe = None
 
@@ -210,24 +215,32 @@ class Uploader:
     async def run(self) -> None:
         """Syncs until ``stop()``: at once after progress, every ``interval_s`` when idle,
         after the backoff on failure, and at once when a priority-1 event is committed."""
-        await self._load()
         self._unsubscribe = self.store.subscribe(self._on_commit)
         try:
             while not self._stopping:
-                wait_s = self._due_mono - self.clock.monotonic()
-                if wait_s > 0 and not self._urgent:
-                    await self._wait(wait_s)
-                    continue
-                self._urgent = False
                 try:
+                    if not self._loaded:
+                        await self._load()  # a persisted backoff applies before the first attempt
+                        continue
+                    wait_s = self._due_mono - self.clock.monotonic()
+                    if wait_s > 0 and not self._urgent:
+                        await self._wait(wait_s)
+                        continue
+                    self._urgent = False
                     await self.sync_once()
                     self._store_failing = False
+                except asyncio.CancelledError:
+                    if self._stopping:  # stop() abandoned the request in flight
+                        break
+                    raise
                 except Exception as e:  # the store failed (disk): keep the loop, try again later
                     if not self._store_failing:
                         LOGGER.exception("sync paused: the store failed (%s); retrying", e)
                     self._store_failing = True
                     self.failures += 1
-                    self._due_mono = self.clock.monotonic() + self.backoff_s()
+                    delay = self.backoff_s()
+                    self._due_mono = self.clock.monotonic() + delay
+                    await self._wait(delay)  # also before a retried _load
         finally:
             if callable(self._unsubscribe):
                 self._unsubscribe()
@@ -235,6 +248,8 @@ class Uploader:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._in_flight is not None and not self._in_flight.done():
+            self._in_flight.cancel()
         self._wake.set()
 
     def _on_commit(self, event) -> None:
@@ -271,11 +286,11 @@ class Uploader:
         """
         if self._loaded:
             return
-        self._loaded = True
         seen = await self.store.get_state(STATE_ACKS_SEEN)
         if isinstance(seen, list):
             self._acks_seen = [s for s in seen if isinstance(s, str)][-ACKS_REMEMBERED:]
         saved = await self.store.get_state(STATE_NEXT)
+        self._loaded = True
         if not isinstance(saved, dict):
             return
         self._backoff_saved = True
@@ -331,14 +346,11 @@ class Uploader:
         if not batch:
             self._due_mono = self.clock.monotonic() + self.interval_s
             return SyncResult("idle", delay_s=self.interval_s)
-        raw = self._encode(batch)
-        while len(raw) > self.max_body_bytes and len(batch) > 1:
-            batch = batch[: len(batch) // 2]
-            raw = self._encode(batch)
-        payload, headers = self._prepare(raw)
-        result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=len(raw))
+        # JSON and gzip of up to 1 MiB take tens of ms on a Pi: off the loop, like the request.
+        batch, raw_len, payload, headers = await self._in_thread(self._build, batch)
+        result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=raw_len)
         try:
-            resp = await asyncio.to_thread(self._post, payload, headers)
+            resp = await self._in_thread(self._post, payload, headers)
         except (requests.RequestException, http.client.HTTPException, OSError) as e:
             kind = "timeout" if isinstance(e, requests.Timeout) else "connection error"
             return await self._fail(result, None, f"{kind}: {type(e).__name__}", None)
@@ -353,6 +365,14 @@ class Uploader:
         self._learn_offset(server_now)
         what = f"HTTP {resp.status}" + ("" if resp.status in RETRYABLE_STATUS else " (unexpected)")
         return await self._fail(result, resp, what, server_now)
+
+    def _build(self, batch: list[dict]) -> tuple[list[dict], int, bytes, dict]:
+        raw = self._encode(batch)
+        while len(raw) > self.max_body_bytes and len(batch) > 1:
+            batch = batch[: len(batch) // 2]
+            raw = self._encode(batch)
+        payload, headers = self._prepare(raw)
+        return batch, len(raw), payload, headers
 
     def _encode(self, batch: list[dict]) -> bytes:
         doc = {"hub_id": self.hub_id, "events": batch}
@@ -374,6 +394,36 @@ class Uploader:
         headers["X-CareHub-Timestamp"] = str(timestamp)
         headers["X-CareHub-Signature"] = sign(self._token, timestamp, payload)
         return payload, headers
+
+    async def _in_thread(self, fn, *args):
+        """``fn(*args)`` on a daemon thread; the loop awaits its future (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(ok: bool, value) -> None:
+            if fut.done():  # cancelled by stop()
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        def work() -> None:
+            try:
+                value, ok = fn(*args), True
+            except BaseException as e:  # handed to the loop, raised there
+                value, ok = e, False
+            try:
+                loop.call_soon_threadsafe(settle, ok, value)
+            except RuntimeError:  # the loop is gone: the daemon is stopping, nothing to report to
+                pass
+
+        threading.Thread(target=work, name="carehub-upload", daemon=True).start()
+        self._in_flight = fut
+        try:
+            return await fut
+        finally:
+            self._in_flight = None
 
     def _post(self, payload: bytes, headers: dict) -> _Response:
         """On the worker thread: the whole exchange, body read included."""

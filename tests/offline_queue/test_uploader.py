@@ -388,3 +388,73 @@ def test_run_drains_through_failures_on_simulated_time(tmp_path):
                 assert await store.depth() == {1: 0, 2: 0, 3: 0}
 
     _run(go())
+
+
+def test_run_survives_a_failing_store_and_carries_on(tmp_path):
+    async def go():
+        clock = new_clock()
+
+        async def fast_sleep(s):
+            clock.advance(s)
+            await asyncio.sleep(0.001)
+
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                up = make_uploader(store, server, clock, sleep=fast_sleep)
+                await store.close()  # every store call now raises StoreError
+                task = asyncio.create_task(up.run())
+                await wait_for(lambda: up._store_failing)
+                await store.open()
+                ev = await store.commit(factory.make("alert.raised", {"alert_id": "z", "rule": "sos"}))
+                await wait_for(lambda: [e["id"] for e in server.events()] == [ev.id])
+                up.stop()
+                await asyncio.wait_for(task, 5)
+                assert not task.exception()
+
+    _run(go())
+
+
+def test_run_after_a_restart_waits_out_the_saved_backoff(tmp_path):
+    async def go():
+        clock = new_clock()
+        never = asyncio.Event()
+
+        async def frozen_sleep(_s):
+            await never.wait()
+
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                await store.commit(factory.make("vitals.minute", {"i": 1}))
+                server.faults.push(Fault("status", status=503, retry_after="600"))
+                await make_uploader(store, server, clock).sync_once()
+                assert server.requests_seen == 1
+                up = make_uploader(store, server, clock, sleep=frozen_sleep)  # the daemon restarted
+                task = asyncio.create_task(up.run())
+                await wait_for(lambda: up._loaded and up.due_in_s > 500)
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                assert server.requests_seen == 1  # no attempt before the saved time
+                up.stop()
+                await asyncio.wait_for(task, 5)
+
+    _run(go())
+
+
+def test_stop_abandons_a_hanging_request_at_once_and_forgets_nothing(tmp_path):
+    async def go():
+        clock = new_clock()
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                await store.commit(factory.make("alert.raised", {"alert_id": "h", "rule": "sos"}))
+                server.faults.push(Fault("delay", delay_s=60))
+                up = make_uploader(store, server, clock, timeout_s=60)
+                task = asyncio.create_task(up.run())
+                await wait_for(lambda: server.requests_seen == 1)
+                up.stop()
+                await asyncio.wait_for(task, 2)  # not the 60 s the request would take
+                assert await store.depth() == {1: 1, 2: 0, 3: 0}  # re-sent next time, a duplicate
+
+    _run(go())  # and asyncio.run returns: there is no executor thread for it to join
