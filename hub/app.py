@@ -26,6 +26,9 @@ from offline_queue.store import AsyncStore
 LOGGER = logging.getLogger(__name__)
 
 STORE_FILE = "events.db"
+# Events after which systemd's STATUS= line is brought up to date.
+STATUS_EVENTS = {"device.status", "alert.raised", "alert.escalated", "alert.acknowledged",
+                 "alert.resolved", "alert.cancelled"}
 STOP_TIMEOUT_S = 4.0  # systemd and the spec give us 5 s
 
 
@@ -135,7 +138,8 @@ class Hub:
         if cfg["server"]["url"]:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
             self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
-                                           on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)))
+                                           on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)),
+                                           on_status=lambda state, detail: self.notifier.status(self.describe()))
             comps.append(self.uploader)
         return comps
 
@@ -146,14 +150,27 @@ class Hub:
             cb(led, buzzer)
 
     def describe(self) -> str:
+        """One line for systemd's STATUS=: devices, server, active alerts."""
         parts = [f"hub {self.cfg['hub']['id']}"]
-        parts += [d for c in self.components if (d := getattr(c, "describe", lambda: "")())]
+        if self.runner is not None:
+            pipeline = self.runner.pipeline
+            parts += [f"{name} {d['state']}" for name, d in sorted(pipeline.devices.items())]
+            if self.cfg["belt"] is not None and "belt" not in pipeline.devices:
+                parts.append("belt not seen yet")
+            active = pipeline.engine.active_alerts()
+            parts.append(f"{len(active)} active alert(s)" if active else "no active alert")
+        if self.uploader is not None:
+            parts.append(f"server {self.uploader.state or 'not reached yet'}")
+        elif not self.cfg["server"]["url"]:
+            parts.append("offline only")
         return "; ".join(parts)
 
     # --- loops ------------------------------------------------------------------------------
     def _committed(self, event) -> None:
         LOGGER.debug("committed seq=%s id=%s type=%s priority=%s", event.seq, event.id, event.type,
                      event.priority)
+        if event.type in STATUS_EVENTS:
+            self.notifier.status(self.describe())
 
     async def heartbeat_data(self) -> dict:
         depth = await self.store.depth()
@@ -241,10 +258,6 @@ class PipelineRunner:
         self._stopped = True
         self._queue.put_nowait(None)
 
-    def describe(self) -> str:
-        belt = self.pipeline.devices.get("belt", {}).get("state")
-        return f"belt {belt}" if belt else ""
-
     async def run(self) -> None:
         ticker = asyncio.create_task(self._ticks(), name="ticks")
         try:
@@ -310,7 +323,7 @@ def make_pin_factory(name: str):
     return Device._default_pin_factory()
 
 
-def build_uploader(cfg: dict, store, clock, on_ack):
+def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
     from offline_queue.uploader import Uploader
     server = cfg["server"]
     with open(server["token_file"], encoding="utf-8") as f:
@@ -320,4 +333,4 @@ def build_uploader(cfg: dict, store, clock, on_ack):
                     batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
                     backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
                     auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
-                    clock=clock, on_ack=on_ack)
+                    clock=clock, on_ack=on_ack, on_status=on_status)

@@ -65,9 +65,16 @@ class ScaledClock:
         self.speed = speed
         self.start_wall = start_wall
         self._t0 = time.monotonic()
+        self._paused_at: float | None = None
 
     def monotonic(self) -> float:
+        if self._paused_at is not None:
+            return self._paused_at
         return (time.monotonic() - self._t0) * self.speed
+
+    def pause(self) -> None:
+        """Stop simulated time (the demo's night is over; only real-time work remains)."""
+        self._paused_at = self.monotonic()
 
     def now(self) -> datetime:
         return self.start_wall + timedelta(seconds=self.monotonic())

@@ -28,7 +28,7 @@ from hub.clock import ScaledClock
 
 TZ = "Asia/Shanghai"
 SOS_AT_S = 5 * 3600 + 2400      # the resident holds SOS at 04:40 (simulated)
-STAFF_ACK_AFTER_S = 1.5         # real seconds until "staff" acknowledge an alert at the receiver
+STAFF_ACK_AFTER_S = 0.5         # real seconds until "staff" acknowledge an alert at the receiver
 VITALS_EVERY = 30               # print one vitals.minute line in this many
 
 DEMO_CONFIG = """\
@@ -43,7 +43,7 @@ log_level = "warning"
 [server]
 url = "{url}"
 token_file = "{token_file}"
-sync_interval = "1s"
+sync_interval = "0.3s"
 backoff_base = "1s"
 backoff_max = "5s"
 
@@ -56,7 +56,7 @@ protocol = "micradar"
 
 [gpio]
 pin_factory = "mock"
-sos_hold = "1s"
+sos_hold = "0.5s"
 """
 
 
@@ -128,13 +128,19 @@ async def _run(speed: float, workdir: Path, out) -> int:
     hub = Hub(cfg, clock=clock, pin_factory=MockFactory())
     hub.tick_s = max(0.01, 20.0 / speed)
     hub.show_listeners.append(printer.panel)
-    acked: set[str] = set()
 
     def committed(e):
         printer.event(e)
         if e.type == "alert.raised" and e.data.get("priority", e.priority) == 1:
-            acked.add(e.data["alert_id"])
-            threading.Timer(STAFF_ACK_AFTER_S, server.ack, args=(e.data["alert_id"], "staff (demo)")).start()
+            timer = threading.Timer(STAFF_ACK_AFTER_S, staff_ack, args=(e.data["alert_id"],))
+            timer.daemon = True
+            timer.start()
+
+    def staff_ack(alert_id: str) -> None:
+        try:
+            server.ack(alert_id, "staff (demo)")
+        except Exception:  # the demo ended first
+            pass
 
     print(f"CareHub demo: a simulated night at {speed:g}x real time (Ctrl-C stops it)\n"
           f"  state {workdir / 'state'}; community server {server.url}\n", file=out, flush=True)
@@ -145,6 +151,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
         player = asyncio.create_task(play_into_fd(master, script, speed=speed))
         sos = asyncio.create_task(_press_sos(hub, printer, SOS_AT_S / speed, cfg["gpio"]["sos_hold"]))
         await asyncio.gather(player, sos)
+        clock.pause()  # the night is over: no more simulated time while the last events go out
         await hub.store.flush()
         await _drain(hub, server, timeout_s=10)
         events = server.events()

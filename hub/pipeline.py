@@ -88,6 +88,8 @@ class Pipeline:
     async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
         """A driver's link changed: a device.status event, and the rules hear of it."""
         info = dict(info or {})
+        if device == "belt" and self.decoder is not None and self.decoder.firmware:
+            info["firmware"] = self.decoder.firmware
         self.devices[device] = {"state": state, **{k: v for k, v in info.items() if k != "reason"}}
         event = self.factory.make("device.status", {"device": device, "state": state, **info})
         await self.sink.commit(event, state={DEVICES_KEY: self.devices})

@@ -35,7 +35,7 @@ def render(status: dict) -> str:
     alerts = status.get("active_alerts") or []
     lines.append(f"active alerts: {len(alerts)}")
     for a in alerts:
-        lines.append(f"  {a.get('rule')} priority {a.get('priority')} {a.get('state', '')} since {a.get('since', '?')}")
+        lines.append(f"  {a.get('rule')}: priority {a.get('priority')}, {a.get('stage')}: {a.get('message')}")
     lines.append("queue: " + ", ".join(f"priority {p}: {depth.get(p, depth.get(str(p), 0))}" for p in (1, 2, 3)))
     lines.append(f"dead letters: {status.get('dead_letter_count', 0)}")
     lines.append(f"last successful sync: {status.get('last_sync') or 'never'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -111,3 +112,38 @@ def test_no_watchdog_pings_when_not_asked(write_config, notify_socket):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_reads_the_store_while_the_daemon_runs(write_config, notify_socket):
+    path = write_config(MINIMAL + '\n[store]\nbatch_interval = "0.1s"\n')
+    proc = start_daemon(path, NOTIFY_SOCKET=str(notify_socket.path))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        notify_socket.wait_for("READY=1")
+        deadline = time.monotonic() + 20
+        while True:  # the first heartbeat is committed 0.1 s after READY
+            out = subprocess.run([sys.executable, "-m", "hub", "status", "--config", str(path), "--json"],
+                                 capture_output=True, text=True, env=env, timeout=20)
+            assert out.returncode == 0, out.stderr
+            status = json.loads(out.stdout)
+            if status["recent"] or time.monotonic() > deadline:
+                break
+        text = subprocess.run([sys.executable, "-m", "hub", "status", "--config", str(path)],
+                              capture_output=True, text=True, env=env, timeout=20).stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+    assert status["hub_id"] == "home-test"
+    assert status["depth"] == {"1": 0, "2": 0, "3": 1}
+    assert [e["type"] for e in status["recent"]] == ["hub.heartbeat"]
+    assert status["active_alerts"] == [] and status["dead_letter_count"] == 0
+    assert "queue: priority 1: 0, priority 2: 0, priority 3: 1" in text
+    assert "last successful sync: never" in text
+
+
+def test_status_without_a_store_says_so(write_config):
+    path = write_config(MINIMAL)
+    out = subprocess.run([sys.executable, "-m", "hub", "status", "--config", str(path)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.returncode == 1
+    assert "no store at" in out.stderr and "Traceback" not in out.stderr
