@@ -25,7 +25,7 @@ PRIORITY_BY_TYPE = {
     "bed.entered": 3,
     "bed.exited": 3,
     "vitals.minute": 3,
-    "sleep.report": 2,
+    "sleep.report": 3,
     "device.status": 3,
     "hub.heartbeat": 3,
     "store.evicted": 2,
