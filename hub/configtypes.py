@@ -112,28 +112,25 @@ def _typed(kind, name):
     return parse
 
 
-def integer(lo: int | None = None, hi: int | None = None):
-    base = _typed(int, "an integer")
-
+def _ranged(base, lo, hi, unit: str = ""):
+    """``base`` then a range check; the message says the allowed range as the technician writes it."""
     def parse(value):
         v = base(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
+            low = "" if lo is None else f"{lo:g}{unit}"
+            high = "" if hi is None else f"{hi:g}{unit}"
+            raise BadValue(f"{show(value)} is out of range (allowed {low}..{high})")
         return v
 
     return parse
+
+
+def integer(lo: int | None = None, hi: int | None = None):
+    return _ranged(_typed(int, "an integer"), lo, hi)
 
 
 def number(lo: float | None = None, hi: float | None = None):
-    base = _typed(float, "a number")
-
-    def parse(value):
-        v = base(value)
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
-        return v
-
-    return parse
+    return _ranged(_typed(float, "a number"), lo, hi)
 
 
 boolean = _typed(bool, "true or false")
@@ -161,15 +158,7 @@ def pattern(regex: str, explain: str):
 
 
 def duration(lo_s: float | None = None, hi_s: float | None = None):
-    def parse(value):
-        v = parse_duration(value)
-        if (lo_s is not None and v < lo_s) or (hi_s is not None and v > hi_s):
-            lo = "0" if lo_s is None else f"{lo_s:g}s"
-            hi = "" if hi_s is None else f"{hi_s:g}s"
-            raise BadValue(f"{show(value)} is out of range (allowed {lo}..{hi})")
-        return v
-
-    return parse
+    return _ranged(parse_duration, lo_s, hi_s, "s")
 
 
 def window(value):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 
-from tests.conftest import REPO
+from tests.conftest import MINIMAL, REPO
 
 COMMITTED = re.compile(r"committed seq=(\d+) id=(\S+) type=(\S+)")
 KILLS = 52
@@ -78,3 +78,18 @@ def belt_pty(tmp_path):
     port = tmp_path / "belt"
     port.symlink_to(os.ttyname(slave))
     return master, slave, port
+
+
+def busy_config(port, extra: str = "") -> str:
+    """A daemon that logs each commit (debug) and commits its belt's bed events in small batches."""
+    return MINIMAL.replace('id = "home-test"', 'id = "home-test"\nlog_level = "debug"') + extra + f"""
+[store]
+batch_interval = "0.05s"
+batch_max = 4
+
+[belt]
+port = "{port}"
+protocol = "ndjson"
+enter_debounce = 0
+exit_debounce = 0
+"""

@@ -197,11 +197,12 @@ def write_recording(path, script: list[tuple[float, bytes]], start_wall: datetim
 
 
 async def play_into_fd(fd: int, script: list[tuple[float, bytes]], speed: float = 60.0,
-                       *, start_s: float = 0.0) -> int:
+                       *, start_s: float = 0.0, wait_for_reader: bool = False) -> int:
     """Write the script into ``fd`` (a pty master) at ``speed`` times real time.
 
     Like a UART with nobody listening, bytes that do not fit are dropped rather than
-    blocking the loop. Returns the number of bytes dropped; stops quietly if the fd closes.
+    blocking the loop; with ``wait_for_reader`` they wait until the reader catches up instead
+    (tests that compare a lived night with its replay need every byte). Returns the number of bytes dropped; stops quietly if the fd closes.
     """
     if speed <= 0:
         raise ValueError("speed must be positive")
@@ -223,11 +224,28 @@ async def play_into_fd(fd: int, script: list[tuple[float, bytes]], speed: float 
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            written = os.write(fd, batch)
-            dropped += len(batch) - written
+            if wait_for_reader:
+                await _write_all(loop, fd, bytes(batch))
+            else:
+                written = os.write(fd, batch)
+                dropped += len(batch) - written
         except BlockingIOError:
             dropped += len(batch)
         except OSError as exc:
             LOGGER.info("simulated belt stopped: %s", exc)
             break
     return dropped
+
+
+async def _write_all(loop, fd: int, data: bytes) -> None:
+    """Write everything, waiting (without blocking the loop) while the pty buffer is full."""
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            ready = loop.create_future()
+            loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)

@@ -10,22 +10,11 @@ import os
 import random
 
 from offline_queue.store import Store
-from tests.conftest import MINIMAL
-from tests.daemon_helpers import KILLS, Feeder, belt_pty, run_once
+from tests.daemon_helpers import KILLS, Feeder, belt_pty, busy_config, run_once
 
 def test_sigkill_at_random_moments_loses_no_acknowledged_event(write_config, tmp_path):
     master, slave, port = belt_pty(tmp_path)
-    config_path = write_config(MINIMAL.replace('id = "home-test"', 'id = "home-test"\nlog_level = "debug"') + f"""
-[store]
-batch_interval = "0.05s"
-batch_max = 4
-
-[belt]
-port = "{port}"
-protocol = "ndjson"
-enter_debounce = 0
-exit_debounce = 0
-""")
+    config_path = write_config(busy_config(port))
     feeder = Feeder(master)
     feeder.start()
     rng = random.Random(20261123)

@@ -28,7 +28,7 @@ from tests.conftest import MINIMAL
 
 TZ = ZoneInfo("Asia/Shanghai")
 NIGHT_START = datetime(2026, 11, 23, 23, 0, tzinfo=TZ)
-SPEED = 2000.0
+SPEED = 1000.0
 
 
 class Pty:
@@ -102,12 +102,12 @@ async def test_a_night_on_the_pty_reaches_the_store_and_replays_the_same(belt_co
     pty, cfg = belt_config('\n[store]\nbatch_interval = "0.5s"\n')
     script = simulator.night_script(demo_plan())
     hub = Hub(cfg, clock=ScaledClock(SPEED, NIGHT_START))
-    hub.tick_s = 0.01
+    hub.tick_s = 0.02
     await hub.start()
     types_seen: set[str] = set()
     hub.store.subscribe(lambda e: types_seen.add(e.type))
     try:
-        dropped = await simulator.play_into_fd(pty.master, script, speed=SPEED)
+        dropped = await simulator.play_into_fd(pty.master, script, speed=SPEED, wait_for_reader=True)
         assert dropped == 0
         await wait_until(lambda: "sleep.report" in types_seen, timeout_s=30)
     finally:

@@ -13,15 +13,15 @@ import threading
 
 from offline_queue.receiver import make_server
 from offline_queue.store import read_status
-from tests.conftest import MINIMAL, REPO
-from tests.daemon_helpers import KILLS, Feeder, belt_pty, run_once
+from tests.conftest import REPO
+from tests.daemon_helpers import KILLS, Feeder, belt_pty, busy_config, run_once
 
 
 def test_sigkill_during_uploads_loses_and_doubles_nothing(write_config, token_file, tmp_path):
     server = make_server("127.0.0.1", 0, tmp_path / "receiver.db", token_file.read_text())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     master, slave, port = belt_pty(tmp_path)
-    config_path = write_config(MINIMAL.replace('id = "home-test"', 'id = "home-test"\nlog_level = "debug"') + f"""
+    config_path = write_config(busy_config(port, f"""
 [server]
 url = "{server.url}"
 token_file = "{token_file}"
@@ -29,17 +29,7 @@ sync_interval = "0.1s"
 batch_max = 7
 backoff_base = "0.1s"
 backoff_max = "1s"
-
-[store]
-batch_interval = "0.05s"
-batch_max = 4
-
-[belt]
-port = "{port}"
-protocol = "ndjson"
-enter_debounce = 0
-exit_debounce = 0
-""")
+"""))
     feeder = Feeder(master)
     feeder.start()
     rng = random.Random(11232026)
