@@ -25,6 +25,10 @@ class Feeder(threading.Thread):
         self.fd = fd
         self.stop = threading.Event()
 
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=5)
+
     def run(self):
         in_bed = False
         while not self.stop.is_set():
@@ -34,6 +38,8 @@ class Feeder(threading.Thread):
                 os.write(self.fd, line.encode())
             except BlockingIOError:
                 pass  # nobody reading (daemon dead): the pty buffer is full
+            except OSError:
+                return  # the test closed the pty
             self.stop.wait(0.004)
 
 

@@ -34,7 +34,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_event(write_config, tmp
             assert seqs == list(range(1, len(seqs) + 1)), f"kill {i}: seq not gapless"
             assert len(ids) == len(rows)
     finally:
-        feeder.stop.set()
+        feeder.finish()
         os.close(master)
         os.close(slave)
     bed_events = [r for r in rows if r["type"].startswith("bed.")]

@@ -42,7 +42,7 @@ backoff_max = "1s"
         drain(config_path, tmp_path / "state" / "events.db")
         received = server.events()
     finally:
-        feeder.stop.set()
+        feeder.finish()
         server.shutdown()
         server.server_close()
         os.close(master)
