@@ -101,11 +101,6 @@ class Hub:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S / 2)
-        for comp in self.components:
-            close = getattr(comp, "aclose", None)
-            if close:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(close(), timeout=1.0)
         await self.store.close()
 
     async def run(self) -> None:
@@ -123,9 +118,15 @@ class Hub:
             tick_s=self.tick_s)
         comps: list = [runner]
         if cfg["gpio"] is not None:
-            self.panel = build_panel(cfg["gpio"], self.pin_factory, loop,
-                                     on_press=lambda button: runner.put(ButtonPress(button, "panel")))
-            comps.append(PanelComponent(self.panel))
+            try:
+                self.panel = build_panel(cfg["gpio"], self.pin_factory, loop,
+                                         on_press=lambda button: runner.put(ButtonPress(button, "panel")))
+            except Exception as e:  # no GPIO here, pins taken: report it and keep the rest running
+                LOGGER.error("resident panel unavailable: %s", e)
+                await runner.pipeline.device_status("gpio", "disconnected", {"reason": str(e)})
+            else:
+                comps.append(PanelComponent(self.panel))
+                await runner.pipeline.device_status("gpio", "connected")
         if cfg["belt"] is not None:
             belt = cfg["belt"]
             link = BeltLink(

@@ -58,7 +58,11 @@ class Pipeline:
         params = {**cfg["rules"], "alerts": cfg["alerts"], "sleep_report": cfg["sleep_report"]}
         if belt is None:  # no belt: its silence is not news
             params["belt_offline"] = dict(params["belt_offline"], enabled=False)
-        self.engine = AlertEngine(params, state=engine_state, seed=seed)
+        try:
+            self.engine = AlertEngine(params, state=engine_state, seed=seed)
+        except (ValueError, KeyError, TypeError) as e:  # never a crash loop over a bad saved state
+            LOGGER.error("saved alert state unusable (%s): starting with a fresh one", e)
+            self.engine = AlertEngine(params, seed=seed)
         self.devices: dict[str, dict] = {}
         self.panel_state: tuple[str, str] | None = None
         self._saved_at: float | None = None

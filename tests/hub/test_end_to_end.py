@@ -23,6 +23,7 @@ from hub.clock import ScaledClock
 from hub.demo import demo_plan
 from hub.recording import read_recording
 from hub.replay import replay
+from hub.rules.observations import ButtonPress
 from offline_queue.store import Store
 from tests.conftest import MINIMAL
 
@@ -198,3 +199,36 @@ async def test_panel_long_press_raises_sos_and_the_light_follows(write_config, t
     [event] = raised
     assert (event.data["rule"], event.priority) == ("sos", 1)
     assert [e["type"] for e in committed(tmp_path / "state" / "events.db") if e["priority"] == 1] == ["alert.raised"]
+
+
+@run_async
+async def test_panel_that_cannot_be_built_is_reported_and_the_hub_runs(write_config, tmp_path):
+    cfg = config.load(write_config(MINIMAL + "\n[gpio]\n"))
+    factory = MockFactory()
+    from gpiozero import Button
+    squatter = Button(cfg["gpio"]["sos_pin"], pin_factory=factory)  # the pin is already in use
+    hub = Hub(cfg, pin_factory=factory)
+    try:
+        await hub.start()
+        assert hub.panel is None and not hub.stop_event.is_set()
+    finally:
+        await hub.stop()
+        squatter.close()
+    [status] = [e for e in committed(tmp_path / "state" / "events.db") if e["type"] == "device.status"]
+    assert status["data"]["device"] == "gpio" and status["data"]["state"] == "disconnected"
+    assert status["data"]["reason"]
+
+
+@run_async
+async def test_an_unusable_saved_alert_state_is_replaced_not_a_crash_loop(write_config, tmp_path):
+    cfg = config.load(write_config(MINIMAL))
+    store = Store(tmp_path / "state" / "events.db")
+    store.put_state("alerts.engine", {"v": 999, "from": "a future version"})
+    store.close()
+    hub = Hub(cfg)
+    try:
+        await hub.start()
+        await hub.runner.pipeline.observe(ButtonPress("sos"))
+        assert [a["rule"] for a in hub.runner.pipeline.engine.active_alerts()] == ["sos"]
+    finally:
+        await hub.stop()
