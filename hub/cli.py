@@ -53,14 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("receiver", help="reference community-server sync endpoint (for checks and demos)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--db", default="carehub-receiver.db", help="SQLite file for received events")
-    p.add_argument("--token-file", help="file whose first line is the hubs' token "
-                                        "(default: a new random token, printed)")
-    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
-                   help="misbehave on the next uploads, in order: STATUS[,retry-after=S|DATE], "
-                        "delay=S, reset, malformed, missing-results, partial-results")
+    from offline_queue.receiver import add_arguments as receiver_arguments
+    receiver_arguments(p)
     p.set_defaults(func=cmd_receiver)
 
     p = sub.add_parser("monitor", help="live view of what the bed sensor sends, decoded")
@@ -142,12 +136,7 @@ def cmd_demo(args) -> int:
 def cmd_receiver(args) -> int:
     from offline_queue import receiver
     _setup_logging()
-    argv = ["--host", args.host, "--port", str(args.port), "--db", args.db]
-    if args.token_file:
-        argv += ["--token-file", args.token_file]
-    for fault in args.fault:
-        argv += ["--fault", fault]
-    return receiver.main(argv)
+    return receiver.run(args)
 
 
 def cmd_monitor(args) -> int:

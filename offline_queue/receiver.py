@@ -634,9 +634,8 @@ def make_server(host: str, port: int, db_path, token: str, *,
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``carehub receiver [--host H] [--port P] [--db PATH] [--token-file F] [--fault SPEC ...]``."""
-    p = argparse.ArgumentParser(prog="carehub receiver", description=main.__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `carehub receiver` (hub/cli.py and ``main`` share them)."""
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)")
     p.add_argument("--db", default="carehub-receiver.db", help="SQLite file (default ./carehub-receiver.db)")
@@ -645,7 +644,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="misbehave on the next uploads, in order: STATUS[,retry-after=S|DATE],"
                         " delay=S, reset, malformed, missing-results, partial-results")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``carehub receiver [--host H] [--port P] [--db PATH] [--token-file F] [--fault SPEC ...]``."""
+    p = argparse.ArgumentParser(prog="carehub receiver", description=main.__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         faults = [parse_fault(s) for s in args.fault]
     except ValueError as e:
