@@ -8,6 +8,7 @@ touches a pin before ``Panel(...)`` is built in the composition root. ``[gpio]``
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from typing import Callable
 
@@ -30,6 +31,20 @@ BUZZER_PATTERNS: dict[str, tuple[float, float] | None] = {
     "alert": (0.5, 0.5),
 }
 
+
+PIN_FACTORIES = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
+    "native": ("gpiozero.pins.native", "NativeFactory"),
+    "mock": ("gpiozero.pins.mock", "MockFactory"),
+}
+
+
+def make_pin_factory(name: str):
+    """The `[gpio] pin_factory` named; imported only now (lgpio exists only on a Pi)."""
+    module, cls = PIN_FACTORIES[name]
+    return getattr(importlib.import_module(module), cls)()
 
 class Panel:
     """The buttons call ``on_press("sos" | "ok")`` on ``loop``; ``show`` sets LED and buzzer."""

@@ -130,7 +130,7 @@ class Hub:
         if cfg["belt"] is not None:
             belt = cfg["belt"]
             link = BeltLink(
-                belt["port"], baudrate=belt["baudrate"], on_bytes=runner.put_bytes,
+                belt["port"], baudrate=belt["baudrate"], on_bytes=runner.put,
                 on_status=lambda state, info: runner.put(("belt", state, info)),
                 stale_timeout_s=belt["stale_timeout"], reconnect_max_s=belt["reconnect_max"],
                 handshake=runner.pipeline.decoder.handshake_frames())
@@ -252,9 +252,6 @@ class PipelineRunner:
     def put(self, item) -> None:
         self._queue.put_nowait(item)
 
-    def put_bytes(self, data: bytes) -> None:
-        self._queue.put_nowait(data)
-
     def stop(self) -> None:
         self._stopped = True
         self._queue.put_nowait(None)
@@ -308,20 +305,10 @@ class PanelComponent:
 
 def build_panel(gpio: dict, pin_factory, loop, on_press):
     """gpiozero pins are made here, and only here."""
-    from drivers.panel import Panel
+    from drivers.panel import Panel, make_pin_factory
     if pin_factory is None and gpio["pin_factory"]:
         pin_factory = make_pin_factory(gpio["pin_factory"])
     return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
-
-
-def make_pin_factory(name: str):
-    if name == "mock":
-        from gpiozero.pins.mock import MockFactory
-        return MockFactory()
-    from gpiozero import Device
-    import os
-    os.environ["GPIOZERO_PIN_FACTORY"] = name
-    return Device._default_pin_factory()
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):

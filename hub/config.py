@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from hub.configtypes import (
     BadValue, Key, show, choice, duration, integer, pattern, string,
 )
+from drivers.panel import PIN_FACTORIES
 from hub.errors import ConfigError
 from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA, SLEEP_SCHEMA
 
@@ -87,7 +88,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "exit_debounce": Key(duration(0, 3600), "60s", "out of bed this long before bed.exited"),
     },
     "gpio": {
-        "pin_factory": Key(choice("", "lgpio", "rpigpio", "pigpio", "native", "mock"), "",
+        "pin_factory": Key(choice("", *PIN_FACTORIES), "",
                            "gpiozero pin factory; empty: gpiozero's default (lgpio on a Pi)"),
         "sos_pin": Key(integer(0, 27), 17, "BCM pin of the SOS button (to ground)"),
         "ok_pin": Key(integer(0, 27), 27, "BCM pin of the OK button (to ground)"),

@@ -153,7 +153,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
         await asyncio.gather(player, sos)
         clock.pause()  # the night is over: no more simulated time while the last events go out
         await hub.store.flush()
-        await _drain(hub, server, timeout_s=10)
+        await _drain(hub, timeout_s=10)
         events = server.events()
     finally:
         await hub.stop()
@@ -177,7 +177,7 @@ async def _press_sos(hub: Hub, printer: Printer, at_real_s: float, hold_s: float
     pin.drive_high()
 
 
-async def _drain(hub: Hub, server, timeout_s: float) -> None:
+async def _drain(hub: Hub, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not any((await hub.store.depth()).values()):

@@ -36,6 +36,8 @@ class EventSink(Protocol):
 
     def enqueue(self, event: Event) -> None: ...
 
+    async def save_state(self, state: dict) -> None: ...
+
 
 class Pipeline:
     """Owns the decoder, the bed tracker and the alert engine for one home."""

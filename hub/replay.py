@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hub.clock import ManualClock
 from hub.errors import ConfigError, ParsingError
@@ -75,7 +75,6 @@ async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
 
 
 def _move(clock: ManualClock, t0: datetime, offset: float) -> None:
-    from datetime import timedelta
     clock.advance(offset - clock.monotonic())
     clock.set_wall(t0 + timedelta(seconds=offset))
 

@@ -6,11 +6,8 @@ import json
 import sys
 
 from hub.app import store_path
+from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import STATUS_STATE_KEYS, read_status
-
-# State keys the daemon keeps for this view (written on change only, to spare the SD card).
-DEVICES_KEY = "hub.devices"
-ACTIVE_ALERTS_KEY = "alerts.active"
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:

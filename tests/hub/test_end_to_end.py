@@ -232,3 +232,15 @@ async def test_an_unusable_saved_alert_state_is_replaced_not_a_crash_loop(write_
         assert [a["rule"] for a in hub.runner.pipeline.engine.active_alerts()] == ["sos"]
     finally:
         await hub.stop()
+
+
+@run_async
+async def test_configured_pin_factory_builds_the_panel(write_config):
+    cfg = config.load(write_config(MINIMAL + '\n[gpio]\npin_factory = "mock"\n'))
+    hub = Hub(cfg)
+    try:
+        await hub.start()
+        assert hub.panel is not None and hub.panel.led_pattern == "ok"
+        assert hub.runner.pipeline.devices["gpio"]["state"] == "connected"
+    finally:
+        await hub.stop()

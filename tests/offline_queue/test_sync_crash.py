@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from offline_queue.receiver import make_server
 from offline_queue.store import read_status
@@ -63,21 +64,17 @@ def drain(config_path, store_path, timeout_s: float = 60.0) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         # Empty, and nothing new committed for a second (the belt's leftover bytes are decoded).
-        deadline = threading.Event()
-        timer = threading.Timer(timeout_s, deadline.set)
-        timer.start()
-        quiet_since, last = None, None
-        while not deadline.is_set():
+        deadline = time.monotonic() + timeout_s
+        quiet_since, last = time.monotonic(), None
+        while True:
             status = read_status(store_path)
-            if status["last_seq"] and not any(status["depth"].values()):
-                if status["last_seq"] != last:
-                    quiet_since, last = threading.Event(), status["last_seq"]
-                    threading.Timer(1.0, quiet_since.set).start()
-                elif quiet_since.is_set():
-                    break
-            deadline.wait(0.1)
-        timer.cancel()
-        assert not deadline.is_set(), f"queue did not drain: {read_status(store_path)['depth']}"
+            empty = status["last_seq"] and not any(status["depth"].values())
+            if not empty or status["last_seq"] != last:
+                quiet_since, last = time.monotonic(), status["last_seq"]
+            elif time.monotonic() - quiet_since >= 1.0:
+                break
+            assert time.monotonic() < deadline, f"queue did not drain: {status['depth']}"
+            time.sleep(0.1)  # poll interval
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
