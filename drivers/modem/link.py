@@ -138,7 +138,7 @@ class ModemLink:
                  reset: Callable[[], Any] | None = None, clock=None,
                  timeouts: Timeouts = Timeouts(), validity_s: float = 12 * 3600,
                  registration_wait_s: float = 30.0, poll_interval_s: float = 60.0,
-                 sweep_interval_s: float = 300.0, sync_attempts: int = 10,
+                 sweep_interval_s: float = 300.0, sync_attempts: int = 10, sync_interval_s: float = 1.0,
                  retry_delays_s: tuple = (10.0, 30.0, 60.0, 120.0, 300.0),
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
                  reset_after_failures: int = 3, reset_boot_wait_s: float = 15.0,
@@ -158,6 +158,7 @@ class ModemLink:
         self.poll_interval_s = poll_interval_s
         self.sweep_interval_s = sweep_interval_s
         self.sync_attempts = sync_attempts
+        self.sync_interval_s = sync_interval_s
         self.retry_delays_s = tuple(retry_delays_s) or (10.0,)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -546,7 +547,7 @@ class ModemLink:
                     return
             except CommandTimeout:
                 pass
-            await self._sleep(min(1.0, self.timeouts.command_s))
+            await self._sleep(self.sync_interval_s)
             if self._stop is not None and self._stop.is_set():
                 break
         raise CommandTimeout(f"modem does not answer AT ({attempts} tries)")

@@ -82,7 +82,7 @@ class FakeModem:
         self.cmee = 0
         self.cmgf = 1                   # text mode is the power-on default
         self.cnmi = ""
-        self.unlocked = self.faults.sim == "READY"
+        self.unlocked = False           # a PIN was entered since power-on
         self._call_polls = None
         self._deaf_until = 0.0
 
@@ -218,6 +218,9 @@ class FakeModem:
         else:
             self._final("ERROR")
 
+    def _sim_ready(self) -> bool:
+        return self.faults.sim == "READY" or (self.faults.sim == "SIM PIN" and self.unlocked)
+
     def _sim_word(self) -> str:
         return {"absent": "NOT INSERTED"}.get(self.faults.sim, self.faults.sim)
 
@@ -249,14 +252,14 @@ class FakeModem:
         if body == "+CPIN?":
             if f.sim == "absent":
                 return self._error(10)
-            self._line(f"+CPIN: {'READY' if self.unlocked else self._sim_word()}")
+            self._line(f"+CPIN: {'READY' if self._sim_ready() else self._sim_word()}")
             return self._ok()
         if body.startswith("+CPIN="):
             given = cmd[8:].strip().strip('"')
             self.pin_attempts.append(given)
             if f.sim == "absent":
                 return self._error(10)
-            if self.unlocked or f.sim != "SIM PIN" or given != f.pin:
+            if self._sim_ready() or f.sim != "SIM PIN" or given != f.pin:
                 return self._error(16)
             self.unlocked = True
             self._ok()
@@ -270,7 +273,7 @@ class FakeModem:
         if body.startswith(("+CMGF", "+CNMI", "+CMGS", "+CMGR", "+CMGL", "+CMGD", "+CPMS", "+CSCA")):
             if f.sim == "absent":
                 return self._error(310, "CMS")
-            if not self.unlocked:
+            if not self._sim_ready():
                 return self._error(311, "CMS")
         if body.startswith("+CMGF="):
             self.cmgf = int(body[6:])
