@@ -26,7 +26,7 @@ from drivers.modem import at, pdu
 
 LOGGER = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 0.05
+READ_TIMEOUT_S = 0.2  # bounds how long stop() lags; bytes are returned as they come
 CTRL_Z, ESC = b"\x1a", b"\x1b"
 
 # States reported through on_status(state, info).
@@ -190,7 +190,7 @@ class ModemLink:
         self._concat_ref = 0
         self._last_submit = -1e9
         self._call_end: str | None = None
-        self._reading = False
+        self._read_stop = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<ModemLink {self.url} state={self.state}>"
@@ -213,12 +213,13 @@ class ModemLink:
                 ser = await self._open()
                 served = False
                 if ser is not None:
+                    self._read_stop = asyncio.Event()
                     reader = asyncio.create_task(self._read_loop(ser))
                     try:
                         served = await self._session()
                     finally:
                         self._usable.clear()
-                        self._reading = False
+                        self._read_stop.set()
                         await reader
                         self._ser = None
                         await asyncio.to_thread(_close, ser)
@@ -358,17 +359,43 @@ class ModemLink:
         return ser
 
     async def _read_loop(self, ser) -> None:
-        self._reading = True
-        while self._reading:
+        """Bytes to the reassembler. A port with a file descriptor (a tty, a pty) is watched by
+        the loop itself, costing nothing while the modem is quiet; others are polled from a
+        worker thread."""
+        fd = _fileno(ser)
+        if fd is None:
+            while not self._read_stop.is_set():
+                try:
+                    data = await asyncio.to_thread(_read, ser)
+                except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+                    self._read_failed(e)
+                    return
+                if data:
+                    self._dispatch(data)
+            return
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
             try:
-                data = await asyncio.to_thread(_read, ser)
+                data = ser.read(ser.in_waiting or 1)
             except (serial.SerialException, OSError, TypeError, AttributeError) as e:
-                self._report(DISCONNECTED, {"reason": f"read failed: {e}"})
-                self._fail_pending(LinkDown(str(e)))
-                self._trouble.set()
+                loop.remove_reader(fd)
+                self._read_failed(e)
+                self._read_stop.set()
                 return
             if data:
                 self._dispatch(data)
+
+        loop.add_reader(fd, readable)
+        try:
+            await self._read_stop.wait()
+        finally:
+            loop.remove_reader(fd)
+
+    def _read_failed(self, e: Exception) -> None:
+        self._report(DISCONNECTED, {"reason": f"read failed: {e}"})
+        self._fail_pending(LinkDown(str(e)))
+        self._trouble.set()
 
     async def _write(self, data: bytes) -> None:
         ser = self._ser
@@ -849,6 +876,14 @@ async def _call(fn, *args) -> None:
     res = fn(*args)
     if inspect.isawaitable(res):
         await res
+
+
+def _fileno(ser) -> int | None:
+    try:
+        fd = ser.fileno()
+    except (AttributeError, OSError, ValueError, serial.SerialException):
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
 
 
 def _read(ser) -> bytes:
