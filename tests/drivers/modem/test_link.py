@@ -31,11 +31,11 @@ class Harness:
                        poll_interval_s=0.5, sweep_interval_s=30, min_submit_gap_s=0,
                        reset_boot_wait_s=0.05, send_deadline_s=20)
         options.update(kw)
-        url = modem.port if modem else options.pop("url")
-        self.link = ml.ModemLink(url,
-                                 on_status=lambda s, i: self.statuses.append((s, i)),
+        url = options.pop("url", None) or modem.port
+        reset = options.pop("reset", self._reset)
+        self.link = ml.ModemLink(url, on_status=lambda s, i: self.statuses.append((s, i)),
                                  on_message=options.pop("on_message", self.messages.append),
-                                 reset=options.pop("reset", self._reset), **options)
+                                 reset=reset, **options)
 
     def _reset(self):
         self.resets += 1
@@ -314,4 +314,102 @@ def test_a_port_that_does_not_exist_is_reported_once_and_retried():
         assert h.states() == [ml.DISCONNECTED]
         h.link.stop()
         await asyncio.wait_for(task, 5)
+    run(main())
+
+
+class SocketBridge:
+    """``socket://127.0.0.1:PORT`` in front of the simulator's tty: a pyserial URL without a
+    file descriptor, so the link takes its polling path."""
+
+    def __init__(self, tty_path: str):
+        import os
+        import socket
+        import threading
+        import tty as tty_mod
+        self._os = os
+        self.fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY)
+        tty_mod.setraw(self.fd)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import select
+        self.server.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+                break
+            except OSError:
+                continue
+        else:
+            return
+        with conn:
+            while not self._stop.is_set():
+                r, _, _ = select.select([conn, self.fd], [], [], 0.05)
+                if conn in r:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    self._os.write(self.fd, data)
+                if self.fd in r:
+                    conn.sendall(self._os.read(self.fd, 4096))
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+        self._os.close(self.fd)
+
+
+def test_any_pyserial_url_works_here_a_socket():
+    async def main():
+        with FakeModem() as modem:
+            bridge = SocketBridge(modem.port)
+            try:
+                h = Harness(modem, url=bridge.url)
+                task = asyncio.create_task(h.link.run())
+                assert await h.link.wait_usable(10)
+                assert (await h.link.send_text(TO, "via socket")).ok
+                modem.inject_sms(TO, "OK")
+                await h.until(lambda: h.messages)
+                assert [t.text for t in modem.texts()] == ["via socket"] and h.messages[0].text == "OK"
+                h.link.stop()
+                await asyncio.wait_for(task, 10)
+            finally:
+                bridge.close()
+    run(main())
+
+
+def test_a_vanished_port_is_reported_once_and_a_send_waits_then_times_out():
+    async def main():
+        modem = FakeModem().start()
+        h = Harness(modem)
+        task = asyncio.create_task(h.link.run())
+        try:
+            assert await h.link.wait_usable(10)
+            modem.close()  # the USB modem is unplugged
+            await h.until(lambda: ml.DISCONNECTED in h.states())
+            result = await h.link.send_text(TO, "x", deadline_s=0.5)
+            assert result.result == ml.TIMED_OUT
+            assert h.states() == [ml.READY, ml.DISCONNECTED]
+        finally:
+            h.link.stop()
+            await asyncio.wait_for(task, 10)
+    run(main())
+
+
+def test_a_port_without_a_modem_behind_it_is_no_answer_once():
+    """``loop://`` echoes every command and answers none (and has no file descriptor, so the
+    link reads it from a worker thread)."""
+    async def main():
+        h = Harness(None, url="loop://", reset=None)
+        task = asyncio.create_task(h.link.run())
+        await h.until(lambda: ml.NO_ANSWER in h.states())
+        assert (await h.link.send_text(TO, "x", deadline_s=0.3)).result == ml.TIMED_OUT
+        assert h.states() == [ml.NO_ANSWER]
+        h.link.stop()
+        await asyncio.wait_for(task, 10)
     run(main())
