@@ -53,6 +53,8 @@ class SentText:
 class FakeModem:
     """``with FakeModem() as m: link = ModemLink(m.port, …)``."""
 
+    poll_s = 0.05  # how often the thread checks for stop() while the line is quiet
+
     def __init__(self, faults: Faults | None = None, *, sms_ready_delay_s: float = 0.0):
         self.faults = faults or Faults()
         self.sms_ready_delay_s = sms_ready_delay_s
@@ -180,7 +182,7 @@ class FakeModem:
         pdu_mode_len: int | None = None
         while not self._stop.is_set():
             try:
-                r, _, _ = select.select([self._master], [], [], 0.05)
+                r, _, _ = select.select([self._master], [], [], self.poll_s)
                 if not r:
                     continue
                 data = os.read(self._master, 4096)
