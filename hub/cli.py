@@ -11,7 +11,7 @@ import logging
 import sys
 
 from hub import __version__
-from hub.errors import ConfigError, HubError
+from hub.errors import EXPECTED_ERRORS, ConfigError
 
 EX_OK = 0
 EX_FAIL = 1
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         _print_problems(e)
         return EX_CONFIG
-    except HubError as e:
+    except EXPECTED_ERRORS as e:
         print(f"carehub {args.command}: {e}", file=sys.stderr)
         return EX_FAIL
 

@@ -2,7 +2,7 @@
 
 One readable line per decoded reading, the link's state changes, and every few seconds the
 frame and error counters and the firmware. ``--record`` also writes the raw bytes with their
-arrival times to a recording (hub/recording.py) that ``carehub replay`` can play back.
+arrival times to a recording (drivers/recording.py) that ``carehub replay`` can play back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from drivers.belt.decoder import PROTOCOLS, default_baudrate, make_decoder
 from drivers.belt.link import BeltLink
 from drivers.belt.reading import Reading
 from hub.clock import Clock, SystemClock
-from hub.recording import RecordingWriter
+from drivers.recording import RecordingWriter
 
 LOGGER = logging.getLogger(__name__)
 

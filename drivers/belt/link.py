@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+import time
+from typing import Callable, Iterable, Protocol
 
 import serial
-
-from hub.clock import Clock, SystemClock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,13 +30,25 @@ READ_CHUNK = 4096
 CONNECTED, DISCONNECTED = "connected", "disconnected"
 
 
+class MonotonicClock(Protocol):
+    def monotonic(self) -> float: ...
+
+
+class BootClock:
+    """CLOCK_BOOTTIME: keeps counting through suspend and never jumps (the hub passes its own)."""
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class BeltLink:
     """Owns one serial port: opens, reads, writes the handshake, notices loss, reopens."""
 
     def __init__(self, url: str, *, baudrate: int, on_bytes: Callable[[bytes], None],
                  on_status: Callable[[str, dict], None], stale_timeout_s: float = 30.0,
                  reconnect_max_s: float = 60.0, handshake: Iterable[bytes] = (),
-                 clock: Clock | None = None, reconnect_min_s: float = RECONNECT_MIN_S):
+                 clock: MonotonicClock | None = None, reconnect_min_s: float = RECONNECT_MIN_S):
         self.url = url
         self.baudrate = baudrate
         self.on_bytes = on_bytes
@@ -46,7 +57,7 @@ class BeltLink:
         self.reconnect_max_s = reconnect_max_s
         self.reconnect_min_s = min(reconnect_min_s, reconnect_max_s)
         self.handshake = list(handshake)
-        self.clock = clock or SystemClock()
+        self.clock = clock or BootClock()
         self.state: str | None = None
         self.bytes_received = 0
         self._serial: serial.SerialBase | None = None

@@ -8,7 +8,7 @@ import pytest
 
 from drivers.belt import micradar as m
 from hub.monitor import describe, run_monitor
-from hub.recording import read_recording
+from drivers.recording import read_recording
 
 pytestmark = pytest.mark.timeout(30)
 
