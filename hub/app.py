@@ -18,6 +18,7 @@ from hub.clock import SystemClock
 from hub.config import timezone_of
 from hub.errors import ConfigError
 from hub.events import EventFactory
+from hub.feed import LiveFeed, feed_path
 from hub.notify import Notifier
 from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
 from hub.rules.observations import ButtonPress, StaffAck
@@ -62,6 +63,7 @@ class Hub:
         self.panel = None
         self.uploader = None
         self.runner = None
+        self.feed = None
         self.show_listeners: list = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -130,9 +132,20 @@ class Hub:
                 await runner.pipeline.device_status("gpio", "connected")
         if cfg["belt"] is not None:
             belt = cfg["belt"]
+            self.feed = feed = LiveFeed(feed_path(cfg), self.clock)
+            comps.append(feed)
+
+            def belt_bytes(data: bytes) -> None:
+                feed.belt_bytes(data)
+                runner.put(data)
+
+            def belt_status(state: str, info: dict) -> None:
+                feed.belt_status(state, info)
+                runner.put(("belt", state, info))
+
             link = BeltLink(
-                belt["port"], baudrate=belt["baudrate"], on_bytes=runner.put,
-                on_status=lambda state, info: runner.put(("belt", state, info)),
+                belt["port"], baudrate=belt["baudrate"], on_bytes=belt_bytes,
+                on_status=belt_status,
                 stale_timeout_s=belt["stale_timeout"], reconnect_max_s=belt["reconnect_max"],
                 handshake=runner.pipeline.decoder.handshake_frames())
             runner.link = link

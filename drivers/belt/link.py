@@ -30,6 +30,32 @@ READ_CHUNK = 4096
 CONNECTED, DISCONNECTED = "connected", "disconnected"
 
 
+class PortInUse(serial.SerialException):
+    """Another program holds the port (its exclusive lock): two readers would split the bytes."""
+
+
+def open_exclusive(url: str, baudrate: int) -> serial.SerialBase:
+    """Open ``url`` so that no second reader can (flock on a device; URL handlers ignore it)."""
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=READ_TIMEOUT_S,
+                                     write_timeout=1.0, exclusive=True)
+    except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise PortInUse(f"{url} is in use by another program") from None
+        raise
+
+
+def port_in_use(url: str) -> bool:
+    """Whether another program holds ``url`` right now (the monitor asks before it opens)."""
+    try:
+        open_exclusive(url, 9600).close()
+    except PortInUse:
+        return True
+    except (serial.SerialException, OSError, ValueError):
+        return False
+    return False
+
+
 class MonotonicClock(Protocol):
     def monotonic(self) -> float: ...
 
@@ -118,9 +144,10 @@ class BeltLink:
 
     async def _open(self) -> serial.SerialBase | None:
         try:
-            ser = await asyncio.to_thread(
-                serial.serial_for_url, self.url, baudrate=self.baudrate, timeout=READ_TIMEOUT_S,
-                write_timeout=1.0)
+            ser = await asyncio.to_thread(open_exclusive, self.url, self.baudrate)
+        except PortInUse as exc:
+            self._report(DISCONNECTED, {"url": self.url, "reason": str(exc)})
+            return None
         except (serial.SerialException, OSError, ValueError) as exc:
             self._report(DISCONNECTED, {"url": self.url, "reason": f"cannot open: {exc}"})
             return None
