@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import serial
 
+from drivers.errors import DriverError
 from drivers.modem import at, pdu
 
 LOGGER = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ USABLE = (READY, NOT_REGISTERED, SEND_FAILING)
 SENT, RETRYING, FAILED, TIMED_OUT = "sent", "retry", "failed", "timeout"
 
 
-class ModemError(Exception):
+class ModemError(DriverError):
     """Base of the link's own errors (never raised out of run() or send_text())."""
 
 

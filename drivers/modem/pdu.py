@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from drivers.errors import ParsingError
+
 # TS 23.038 section 6.2.1: the default alphabet, by septet value.
 GSM7_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -37,7 +39,7 @@ TOA_INTERNATIONAL, TOA_UNKNOWN = 0x91, 0x81
 TON_ALPHANUMERIC = 0x50
 
 
-class PduError(ValueError):
+class PduError(ParsingError):
     """A PDU could not be built or read; the message says where."""
 
 

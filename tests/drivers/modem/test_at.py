@@ -143,12 +143,3 @@ def test_header_without_its_pdu_still_comes_out():
 def test_cms_error_actions(code, action):
     assert at.cms_action(code) == action
 
-
-def test_the_modem_driver_does_not_import_the_hub():
-    import ast
-    from pathlib import Path
-    for path in Path(at.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not any(n == "hub" or n.startswith("hub.") for n in names), path
