@@ -144,7 +144,8 @@ def test_not_registered_is_reported_then_the_text_goes_when_the_network_is_back(
             result = await asyncio.wait_for(send, 15)
             assert result.ok and [t.text for t in h.modem.texts()] == ["SOS"]
             assert h.states()[:2] == [ml.NOT_REGISTERED, ml.SEND_FAILING]
-            assert h.states()[-1] == ml.READY and h.states().count(ml.SEND_FAILING) == 1
+            await h.until(lambda: h.states()[-1] == ml.READY)
+            assert h.states().count(ml.SEND_FAILING) == 1
     run(main())
 
 
