@@ -141,7 +141,8 @@ def decode_position_quality(data: bytes) -> float | None:
 
 
 def location_of(ls: LocationSpeed, accuracy_m: float | None = None) -> Location | None:
-    if ls.lat is None or ls.lon is None:
+    """A fix, or None: no coordinates, or Position Status 0 ("no position", whatever they say)."""
+    if ls.lat is None or ls.lon is None or ls.status is None:
         return None
     return Location(ls.lat, ls.lon, accuracy_m, ls.status, ls.elevation_m, ls.speed_mps,
                     ls.heading_deg, ls.utc)
