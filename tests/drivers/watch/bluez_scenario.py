@@ -15,6 +15,7 @@ from drivers.watch import gatt
 from drivers.watch.link import WatchLink
 from drivers.watch.pattern import ITAG_BUTTON, ITAG_SERVICE
 from drivers.watch.profiles import make_profile
+from drivers.watch.scan import scan
 from drivers.watch.reports import Battery, HeartRate, Location, Press
 from drivers.watch.simulator import encode_heart_rate, encode_location
 from tests.drivers.watch.fake_bluez import FakeBlueZ
@@ -46,6 +47,11 @@ async def until(pred, what, timeout=20.0):
 async def scenario(name: str) -> dict:
     fake = FakeBlueZ(ADDRESS, LAYOUT, values={gatt.BATTERY_LEVEL: b"\x57"})
     await fake.start()
+    if name == "scan":
+        try:
+            return {"devices": await scan(1.0), "calls": fake.calls}
+        finally:
+            await fake.stop()
     clock = Clock()
     reports, statuses = [], []
     link = WatchLink(ADDRESS, make_profile("standard"), on_report=reports.append,

@@ -4,38 +4,15 @@ child process (bluez_scenario.py) with DBUS_SYSTEM_BUS_ADDRESS pointed at the pr
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO
-from tests.drivers.watch.fake_bluez import BUS_CONF
+from tests.drivers.watch.conftest import needs_dbus
 
-DBUS_DAEMON = shutil.which("dbus-daemon")
-pytestmark = [
-    pytest.mark.skipif(DBUS_DAEMON is None and not os.environ.get("CI"),
-                       reason="dbus-daemon is not installed (apt-get install dbus); CI installs it"),
-    pytest.mark.timeout(120),
-]
-
-
-@pytest.fixture(scope="module")
-def system_bus(tmp_path_factory):
-    assert DBUS_DAEMON, "dbus-daemon missing: .ci/run must apt-get install dbus"
-    d = tmp_path_factory.mktemp("bus")
-    conf = d / "bus.conf"
-    conf.write_text(BUS_CONF.format(path=d / "socket"))
-    proc = subprocess.Popen([DBUS_DAEMON, f"--config-file={conf}", "--nofork", "--print-address=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        address = proc.stdout.readline().strip()    # printed once it listens
-        assert address.startswith("unix:"), proc.stderr.read()
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
+pytestmark = [needs_dbus, pytest.mark.timeout(120)]
 
 
 def scenario(bus: str, name: str) -> dict:
