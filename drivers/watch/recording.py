@@ -2,15 +2,14 @@
 
 One JSON object per line, in time order, the same envelope as the belt's (``t``, ``source``,
 ``hex``) so one file holds both devices and readers that know only the envelope skip nothing
-they need. What the bytes were is said by one more key::
+they need (drivers/recording.py reads the envelope). What the bytes were is said by one more key::
 
     {"t": "...+08:00", "source": "watch", "hex": "01", "char": "0000ffe1-0000-1000-8000-00805f9b34fb"}
     {"t": "...+08:00", "source": "watch", "hex": "44000b3a01", "adv": "0000fcd2-0000-1000-8000-00805f9b34fb", "rssi": -71}
     {"t": "...+08:00", "source": "watch", "hex": "", "link": "disconnected", "reason": "out of range"}
 
 Raw bytes, not decoded values: a replay runs today's decoder over them, so a decoder fix
-shows on old recordings. Nothing here imports hub/; ``RecordingError`` is a ValueError, as
-hub.errors.ParsingError is.
+shows on old recordings.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Callable, Iterable, Iterator
 
+from drivers.errors import ParsingError
+from drivers.recording import format_time
 from drivers.watch.decoder import DEDUPE_S, WatchDecoder
 from drivers.watch.profiles import Profile
 from drivers.watch.reports import LinkStatus, WatchReport
@@ -28,8 +29,8 @@ from drivers.watch.reports import LinkStatus, WatchReport
 SOURCE = "watch"
 
 
-class RecordingError(ValueError):
-    """A line of a recording is not a watch line; the message names file and line."""
+class RecordingError(ParsingError):
+    """A watch line of a recording is not valid; the message names file and line."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ class WatchRecord:
 
 
 def encode_line(rec: WatchRecord) -> str:
-    if rec.t.tzinfo is None:
-        raise ValueError("recording times must be timezone-aware")
-    obj: dict = {"t": rec.t.isoformat(timespec="milliseconds"), "source": SOURCE, "hex": rec.data.hex()}
+    obj: dict = {"t": format_time(rec.t), "source": SOURCE, "hex": rec.data.hex()}
     for key in ("char", "adv", "rssi", "link", "reason"):
         value = getattr(rec, key)
         if value is not None:

@@ -14,7 +14,7 @@ from drivers.watch.recording import RecordingError, WatchRecorder, parse_line, r
 from drivers.watch.reports import Battery, LinkStatus, Location, Press
 from drivers.watch.simulator import SimulatedWatch, encode_location
 from hub.clock import ManualClock
-from hub.recording import read_recording as read_belt_recording
+from drivers.recording import read_recording as read_belt_recording
 from tests.drivers.watch.test_link import until
 
 TZ = timezone(timedelta(hours=8))
