@@ -7,7 +7,9 @@ connect (subscriptions belong to the connection); always ``await client.disconne
 old one (leaked watchers deliver notifications twice, bleak#2002); on BlueZ's
 ``InProgress`` (a stale pending Connect, bleak-retry-connector#226) close stale connections
 and clear the device's cache before the next try; back off, capped. Notifications from an
-old connection are ignored; repeats of a press within ``dedupe_s`` are one press.
+old connection are ignored; repeats of a press within ``dedupe_s`` are one press. When a scan
+finds nothing, a connection BlueZ still holds for a crashed process is closed (a connected
+watch does not advertise).
 
 A watch that is absent never blocks anything: ``run()`` is its own task and only ever
 waits. The link reports ``disconnected`` once it has been down ``offline_grace_s`` (a drop
@@ -207,6 +209,9 @@ class WatchLink:
             return None
         if device is None:
             self._down(OUT_OF_RANGE)
+            # A connection BlueZ still holds for a process that died (a hub restart after a
+            # crash) keeps the watch from advertising, so no scan would ever find it.
+            await self._quietly(close_stale_connections_by_address)
         return device
 
     async def _connect(self, device):
@@ -236,12 +241,16 @@ class WatchLink:
         LOGGER.info("watch %s: BlueZ reports an operation in progress; clearing its state",
                     self.address)
         for step in (close_stale_connections_by_address, clear_cache):
-            try:
-                await asyncio.wait_for(step(self.address), GATT_TIMEOUT_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOGGER.debug("watch %s: %s failed: %s", self.address, step.__name__, exc)
+            await self._quietly(step)
+
+    async def _quietly(self, step) -> None:
+        """A bleak-retry-connector BlueZ helper (a no-op off BlueZ); failures only logged."""
+        try:
+            await asyncio.wait_for(step(self.address), GATT_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOGGER.debug("watch %s: %s failed: %s", self.address, step.__name__, exc)
 
     async def _run_session(self, client, session: _Session) -> bool:
         """Subscribe, read, wait for the end. True when the session got going."""

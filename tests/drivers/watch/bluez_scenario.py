@@ -46,6 +46,8 @@ async def until(pred, what, timeout=20.0):
 
 async def scenario(name: str) -> dict:
     fake = FakeBlueZ(ADDRESS, LAYOUT, values={gatt.BATTERY_LEVEL: b"\x57"})
+    if name == "stale":     # a crashed hub left the watch connected: it does not advertise
+        fake.device.connected = fake.device.resolved = True
     await fake.start()
     if name == "scan":
         try:

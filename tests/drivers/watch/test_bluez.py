@@ -56,3 +56,11 @@ def test_in_progress_clears_bluez_state_and_reconnects(system_bus):
     assert calls.count("Connect") == 5 and "RemoveDevice" in calls
     assert calls.index("RemoveDevice") < len(calls) - 1 - calls[::-1].index("Connect")
     assert run["link_connects"] == 2
+
+
+def test_a_connection_left_by_a_crashed_hub_is_closed_and_the_watch_found(system_bus):
+    """BlueZ still holds the link of a process that died: the watch stops advertising and
+    no scan finds it, until that stale connection is closed."""
+    run = scenario(system_bus, "stale")
+    assert run["calls"].index("Disconnect") < run["calls"].index("Connect")
+    assert run["link_connects"] == 1
