@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.errors import StoreError
+from offline_queue.errors import StoreError
 from offline_queue.store import (DAMAGED_REASON, Store, StoreAccessDenied, StoreFull,
                                  StoreUnavailable, read_status)
 from tests.offline_queue import synckit
