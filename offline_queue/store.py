@@ -236,12 +236,13 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the state directory {self.path.parent}: {exc}") from exc
         self._seq_reserved = self._read_seq_file()
+        existed = os.path.lexists(self.path)
         reset = self._open_with_retries(list(open_retry_delays_s), sleep)
         self._over_quota = bool(_get_state(self._conn, "store.over_quota"))
         if reset is not None:
             self.reset_report = self._append([self._make_event("store.reset", reset, 2)])[0]
-        elif _last_seq(self._conn) == 0 and self._seq_reserved:
-            # a fresh file where a store was before (deleted by hand): seq continues above it
+        elif not existed and self._seq_reserved:
+            # a new file where a store was before (deleted by hand): seq continues above it
             self._transaction(lambda conn: self._set_last_seq(conn, self._seq_reserved))
 
     # --- opening -----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import pickle
 import random
@@ -18,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import traceback
 from pathlib import Path
 
@@ -128,7 +126,7 @@ def test_the_uploader_delivers_everything_around_a_damaged_row(tmp_path):
 
 def test_carehub_status_counts_damaged_rows(write_config, tmp_path, factory, make, capsys):
     from hub import cli
-    config = write_config(synckit_minimal())
+    config = write_config(minimal_config())
     db = tmp_path / "state" / "events.db"
     store = Store(db, make_event=factory.make)
     store.append([make("alert.raised", 1, alert_id="a"), make()])
@@ -140,7 +138,7 @@ def test_carehub_status_counts_damaged_rows(write_config, tmp_path, factory, mak
     assert "dead letters: 1 (1 damaged in store)" in out
 
 
-def synckit_minimal() -> str:
+def minimal_config() -> str:
     from tests.conftest import MINIMAL
     return MINIMAL
 
@@ -203,7 +201,7 @@ def test_a_store_the_service_user_cannot_open_is_not_set_aside(shared_dir, facto
     result = as_user(lambda: Store(db, make_event=factory.make).close())
     assert result[0] == "raised", "the store was opened (a fresh one, with the alerts set aside?)"
     _, name, message, exit_code, _ = result
-    assert name == "StoreAccessDenied" and exit_code == 77
+    assert name == StoreAccessDenied.__name__ and exit_code == 77
     assert str(db) in message and f"chown -R nobody: {state}" in message
     assert (state / "events.db").exists()
     assert not [p for p in state.iterdir() if ".corrupt-" in p.name]   # nothing moved aside
@@ -220,7 +218,7 @@ def test_carehub_run_as_the_wrong_user_exits_77_naming_the_file_and_the_fix(shar
     state = shared_dir / "state"
     root_owned_store(state, factory, make)
     cfg = shared_dir / "config.toml"
-    cfg.write_text(synckit_minimal().replace("{state_dir}", str(state)))
+    cfg.write_text(minimal_config().replace("{state_dir}", str(state)))
     os.chmod(cfg, 0o644)
     err = shared_dir / "stderr.txt"
 
@@ -387,7 +385,7 @@ def test_the_wal_is_counted_in_the_quota(db_path, factory, make):
     quota = 512 * 1024
     store = Store(db_path, make_event=factory.make, quota_bytes=quota)
     biggest = 0
-    for i in range(300):
+    for i in range(150):
         store.append([make(pad="w" * 400) for _ in range(10)])
         biggest = max(biggest, footprint(db_path))
         assert store.used_bytes() <= quota
