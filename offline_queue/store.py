@@ -51,7 +51,8 @@ JOURNAL_SIZE_LIMIT = 4 * 2**20
 # (down to RESERVE_FLOOR_FRACTION of it), and deliveries and checkpoints always have room.
 DEFAULT_RESERVE_BYTES = 16 * 2**20
 RESERVE_FLOOR_FRACTION = 0.25
-# Under disk pressure the WAL is checkpointed and truncated once it exceeds this.
+# Under disk pressure the WAL is checkpointed and truncated before a commit once it exceeds this
+# (and after every commit).
 WAL_PRESSURE_BYTES = 64 * 1024
 # seq is reserved in blocks in a small file beside the store, written durably before a block is
 # used: if the store is ever unreadable, the fresh one continues above it (spec: strictly increasing).
@@ -559,7 +560,9 @@ class Store:
         body = sum(len(e.to_json()) for e in events)
         pages = math.ceil(2 * body / PAGE_SIZE) + 8
         free_pages = self._read(lambda conn: conn.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages + max(0, pages - free_pages)) * PAGE_SIZE
+        # frames already in the WAL may extend the database when they are checkpointed
+        pending = math.ceil(_wal_bytes(self.path) / PAGE_SIZE)
+        return (pages + max(0, pages + pending - free_pages)) * PAGE_SIZE
 
     def _fits(self, events: list[Event], floor: int) -> bool:
         free, _ = self._space()
@@ -567,60 +570,71 @@ class Store:
 
     def _append(self, events: list[Event], state: Mapping[str, Any] | None = None) -> list[Event]:
         self._give_back_wal(above=self._wal_budget)   # e.g. after a big delivery
+        dropped = 0
         if self._under_pressure():
             # Nearly full: priority 3 may not go below the reserve, priority 1-2 not below the
             # floor that keeps deliveries (deletes) and checkpoints possible.
             self._give_back_wal()
             floor = int(self.reserve_bytes * RESERVE_FLOOR_FRACTION)
-            p3 = [e for e in events if e.priority == 3]
-            if p3 and not self._fits(events, self.reserve_bytes):
-                if self._evict_for_space():
-                    self._give_back_wal()
-                if not self._fits(events, self.reserve_bytes):
-                    self._dropped += len(p3)
-                    events = [e for e in events if e.priority != 3]
-                    if not events and state is None:
-                        LOGGER.warning("disk nearly full: dropped %d priority-3 events", len(p3))
-                        return []
-            if events and not self._fits(events, floor):
-                if self._evict_for_space():
-                    self._give_back_wal()
-                if not self._fits(events, floor):
-                    self._report_full()
-                    raise StoreFull(f"store {self.path}: the disk is full ({self._space()[0]} bytes "
-                                    "free, the rest is kept for deliveries); nothing was written, retry")
-        try:
-            result = self._append_once(events, state)
-        except StoreFull:
-            # The disk filled under us (another writer): fold the WAL back, evict old priority 3,
-            # try once more; then without this batch's priority 3; then the caller retries.
-            self._give_back_wal()
-            self._evict_for_space()
-            self._give_back_wal()
-            try:
-                result = self._append_once(events, state)
-            except StoreFull:
+            if any(e.priority == 3 for e in events) and not self._make_room(events, self.reserve_bytes):
                 keep = [e for e in events if e.priority != 3]
-                dropped = len(events) - len(keep)
-                if not dropped:
-                    self._report_full()
-                    raise
-                self._dropped += dropped
-                if not keep and state is None:
-                    LOGGER.error("disk full: dropped %d priority-3 events", dropped)
-                    return []
-                try:
-                    result = self._append_once(keep, state)
-                except StoreFull:
-                    self._report_full()
-                    raise
+                dropped, events = len(events) - len(keep), keep
+            if events and not self._make_room(events, floor):
+                self._report_full()
+                raise StoreFull(f"store {self.path}: the disk is full ({self._space()[0]} bytes "
+                                "free, the rest is kept for deliveries); nothing was written, retry")
+        try:
+            result = self._commit_or_drop(events, state, dropped)
+        except StoreFull:
+            self._report_full()
+            raise
         if self._full:
             self._full = False
             LOGGER.warning("store %s: commits fit on the disk again", self.path)
         # The WAL never stays above its budget (it is part of the quota); on a nearly full
         # disk it is given back after every commit.
-        self._give_back_wal(above=WAL_PRESSURE_BYTES if self._under_pressure() else self._wal_budget)
+        self._give_back_wal(above=0 if self._under_pressure() else self._wal_budget)
         return result
+
+    def _make_room(self, events: list[Event], floor: int) -> bool:
+        """Whether ``events`` fit above ``floor`` free bytes, after evicting old priority 3 if not."""
+        if self._fits(events, floor):
+            return True
+        if self._evict_for_space():
+            self._give_back_wal()
+        return self._fits(events, floor)
+
+    def _commit_or_drop(self, events: list[Event], state, dropped: int) -> list[Event]:
+        """Commit; if the disk fills under us (another writer), make room and retry once, then
+        once more without this batch's priority 3. ``dropped`` priority-3 events are counted
+        in the ``store.evicted`` report of the transaction that commits."""
+        attempts = [events, events]
+        keep = [e for e in events if e.priority != 3]
+        if len(keep) < len(events):
+            attempts.append(keep)
+        for n, batch in enumerate(attempts):
+            lost = dropped + len(events) - len(batch)
+            if not batch and state is None:
+                self._count_dropped(lost)
+                return []
+            self._dropped += lost
+            try:
+                return self._append_once(batch, state)
+            except StoreFull:
+                self._dropped -= lost
+                if n == len(attempts) - 1:
+                    raise
+                self._give_back_wal(above=0)
+                if self._evict_for_space():
+                    self._give_back_wal(above=0)
+        raise AssertionError("unreachable")
+
+    def _count_dropped(self, count: int) -> None:
+        """Priority-3 events dropped with nothing else to commit: reported by the next commit."""
+        if count and not self._dropped:
+            LOGGER.warning("store %s: the disk is nearly full; dropping new priority-3 events "
+                           "(counted in the next store.evicted)", self.path)
+        self._dropped += count
 
     def _report_full(self) -> None:
         if not self._full:
@@ -798,9 +812,9 @@ class Store:
         # A full disk must not stop deliveries from freeing it: small deletes, each folded
         # back into the database so the WAL never needs more than a few pages.
         deleted = 0
-        for start in range(0, len(ids), 8):
+        for start in range(0, len(ids), 2):
             self._give_back_wal(above=0)
-            chunk = json.dumps(ids[start:start + 8])
+            chunk = json.dumps(ids[start:start + 2])
             deleted += self._transaction(lambda conn: conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))", (chunk,)).rowcount)
         self._give_back_wal(above=0)

@@ -403,8 +403,8 @@ def test_a_full_disk_drops_priority_3_first_and_keeps_a_reserve_for_alerts(small
     store.add_commit_listener(lambda evs: reports.extend(e for e in evs if e.type == "store.evicted"))
     vitals = []
     lowest_free = 2**40
-    for _ in range(400):                      # ~2.4 MB of vitals onto a 2 MiB disk
-        vitals += store.append([make(pad="v" * 400) for _ in range(10)])
+    for _ in range(250):                      # ~2.5 MB of vitals onto a 2 MiB disk
+        vitals += store.append([make(pad="v" * 700) for _ in range(10)])
         st = os.statvfs(small_fs)
         lowest_free = min(lowest_free, st.f_bavail * st.f_frsize)
     assert reports, "nothing was evicted"
@@ -428,7 +428,8 @@ def test_when_not_even_an_alert_fits_the_store_raises_store_full_and_recovers(sm
     alerts = []
     with pytest.raises(StoreFull) as info:
         for i in range(10_000):
-            alerts += store.append([make("alert.raised", 1, alert_id=f"a{i}", pad="A" * 600)])
+            alerts += store.append([make("alert.raised", 1, alert_id=f"a{i}-{j}", pad="A" * 600)
+                                    for j in range(5)])
     assert isinstance(info.value, StoreError) and info.value.retryable
     assert len(alerts) > 100
     # nothing committed was harmed, and the store works as soon as there is room again
