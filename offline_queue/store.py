@@ -44,8 +44,9 @@ DEFAULT_QUOTA_BYTES = 64 * 2**20
 EVICT_TO_FRACTION = 0.9
 # 4 KiB pages match the ext4 block and the kernel page: a smaller page saves nothing on the card.
 PAGE_SIZE = 4096
-# The WAL is checkpointed at 1000 pages (SQLite's default) and cut back to this size afterwards,
-# so the same file blocks are reused in place instead of the file growing and being reallocated.
+# The WAL is checkpointed at its budget (an eighth of the quota, at most this: about SQLite's
+# default 1000 pages) and cut back to that size afterwards, so the same file blocks are reused in
+# place instead of the file growing and being reallocated; it counts towards the quota.
 JOURNAL_SIZE_LIMIT = 4 * 2**20
 # Free space the store leaves on its filesystem: priority 3 never uses it, priority 1-2 may
 # (down to RESERVE_FLOOR_FRACTION of it), and deliveries and checkpoints always have room.
@@ -205,7 +206,10 @@ class Store:
     """The event queue on one SQLite file; synchronous, one owning thread.
 
     ``make_event(type, data, priority) -> Event`` creates the events the store raises itself
-    (``store.reset``, ``store.evicted``); the daemon passes ``EventFactory.make``.
+    (``store.reset``, ``store.evicted``, ``store.damaged``); the daemon passes ``EventFactory.make``.
+    ``reserve_bytes`` of the filesystem are left free for priority 1-2 and deliveries.
+    Opening raises ``StoreAccessDenied`` or ``StoreUnavailable``, never moving a file for those;
+    ``sleep`` is the pause between open attempts (injectable for tests).
     """
 
     def __init__(self, path: str | os.PathLike, *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
