@@ -231,6 +231,9 @@ class Store:
         self._evicted_unreported: list = [0, None, None]   # count, first_seq, last_seq
         self._conn: sqlite3.Connection | None = None
         self._seq_file = Path(str(self.path) + SEQ_FILE_SUFFIX)
+        self._db_name, self._wal_name = str(self.path), str(self.path) + "-wal"
+        self._dir_name = str(self.path.parent)
+        self._space_now: tuple[int, int, int] = (2**62, 0, 0)   # free, footprint, wal: this append
         self._seq_reserved = 0
         self._seq_file_failed = False
         self.reset_report: Event | None = None
@@ -493,32 +496,37 @@ class Store:
 
     # --- space ---------------------------------------------------------------------------------
     def _space(self) -> tuple[int, int]:
-        """(free bytes on the filesystem, bytes the store's files take on it)."""
+        """(free bytes on the filesystem, bytes the store's files take on it); also remembers
+        the WAL's size. One statvfs and two stats: measured once per append."""
         try:
-            free = _free_bytes(self.path.parent)
+            st = os.statvfs(self._dir_name)
+            free = st.f_bavail * st.f_frsize
         except OSError:
             free = 2**62
-        size = 0
-        for p in (self.path, Path(str(self.path) + "-wal")):
+        sizes = []
+        for name in (self._db_name, self._wal_name):
             try:
-                size += os.stat(p).st_size
+                sizes.append(os.stat(name).st_size)
             except OSError:
-                pass
-        return free, size
+                sizes.append(0)
+        self._space_now = (free, sizes[0] + sizes[1], sizes[1])
+        return free, sizes[0] + sizes[1]
 
     def _capacity(self, free: int, footprint: int) -> int:
         """What the store may use for priority 3: the quota, or what the disk has above the reserve."""
         return min(self.quota_bytes, footprint + free - self.reserve_bytes)
 
-    def _under_pressure(self) -> bool:
-        free, _ = self._space()
+    def _under_pressure(self, free: int) -> bool:
         return free < self.reserve_bytes + self._wal_budget
 
     def _give_back_wal(self, above: int = WAL_PRESSURE_BYTES) -> None:
         """Fold the WAL into the database and truncate it, if larger than ``above`` (outside a
         transaction): under disk pressure, or when one big transaction grew it past its budget."""
         conn = self._db()
-        if _wal_bytes(self.path) <= above:
+        try:
+            if os.stat(self._wal_name).st_size <= above:
+                return
+        except OSError:
             return
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -573,9 +581,13 @@ class Store:
         return free - self._need_bytes(events) >= floor
 
     def _append(self, events: list[Event], state: Mapping[str, Any] | None = None) -> list[Event]:
-        self._give_back_wal(above=self._wal_budget)   # e.g. after a big delivery
+        free, _ = self._space()
+        pressure = self._under_pressure(free)
+        if self._space_now[2] > self._wal_budget:     # e.g. after a big delivery
+            self._give_back_wal(above=self._wal_budget)
+            free, _ = self._space()
         dropped = 0
-        if self._under_pressure():
+        if pressure:
             # Nearly full: priority 3 may not go below the reserve, priority 1-2 not below the
             # floor that keeps deliveries (deletes) and checkpoints possible.
             self._give_back_wal()
@@ -597,7 +609,7 @@ class Store:
             LOGGER.warning("store %s: commits fit on the disk again", self.path)
         # The WAL never stays above its budget (it is part of the quota); on a nearly full
         # disk it is given back after every commit.
-        self._give_back_wal(above=0 if self._under_pressure() else self._wal_budget)
+        self._give_back_wal(above=0 if pressure else self._wal_budget)
         return result
 
     def _make_room(self, events: list[Event], floor: int) -> bool:
@@ -649,7 +661,7 @@ class Store:
 
     def _append_once(self, events: list[Event], state: Mapping[str, Any] | None) -> list[Event]:
         committed: list[Event] = []
-        free, footprint = self._space()
+        free, footprint, wal = self._space_now
 
         def work(conn):
             next_seq = _last_seq(conn) + 1
@@ -686,7 +698,7 @@ class Store:
                 result.append(done)
             for key, value in (state or {}).items():
                 self._put_state(conn, key, value)
-            committed.extend(self._enforce_quota(conn, next_seq, free, footprint))
+            committed.extend(self._enforce_quota(conn, next_seq, free, footprint, wal))
             return result
 
         pending = list(self._evicted_unreported)
@@ -718,7 +730,7 @@ class Store:
         return report
 
     def _enforce_quota(self, conn: sqlite3.Connection, next_seq: int, free: int,
-                       footprint: int) -> list[Event]:
+                       footprint: int, wal: int) -> list[Event]:
         """Evict the oldest priority-3 events until under ``EVICT_TO_FRACTION`` of the capacity.
 
         The capacity is the quota, or less when the disk has less room above the reserve; the
@@ -727,7 +739,7 @@ class Store:
         remain, the store stays over its capacity (and says so).
         """
         capacity = self._capacity(free, footprint)
-        wal = max(_wal_bytes(self.path), self._wal_budget)
+        wal = max(wal, self._wal_budget)
         in_use = _db_bytes(conn)
         used = in_use + wal
         pending = self._evicted_unreported
