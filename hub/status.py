@@ -7,7 +7,7 @@ import sys
 
 from hub.app import store_path
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
-from offline_queue.store import STATUS_STATE_KEYS, read_status
+from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
@@ -37,7 +37,7 @@ def render(status: dict) -> str:
     damaged = status.get("damaged_count", 0)
     lines.append(f"dead letters: {status.get('dead_letter_count', 0)}"
                  + (f" ({damaged} damaged in store)" if damaged else ""))
-    over = (status.get("sync") or {}).get("store.over_quota")
+    over = (status.get("sync") or {}).get(OVER_QUOTA_KEY)
     if over:
         lines.append(f"store full since {over.get('since')}: {over.get('used_bytes')} of "
                      f"{over.get('limit_bytes', over.get('quota_bytes'))} bytes, oldest priority-3 "

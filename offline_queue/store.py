@@ -69,8 +69,9 @@ _SQLITE_CANTOPEN, _SQLITE_AUTH, _SQLITE_NOTADB = 14, 23, 26
 _CORRUPT = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
 _ACCESS = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH}
 
+OVER_QUOTA_KEY = "store.over_quota"  # a state key: set while the store is over its limit
 STATUS_STATE_KEYS = ("sync.last_success", "sync.last_attempt", "sync.next_attempt_at",
-                     "sync.last_error", "store.over_quota")
+                     "sync.last_error", OVER_QUOTA_KEY)
 
 EX_IOERR = 74   # sysexits.h: StoreUnavailable
 EX_NOPERM = 77  # sysexits.h: StoreAccessDenied
