@@ -125,8 +125,8 @@ class Mount:
                 f.flush()
                 return json.loads(f.readline())
 
-    def cut(self) -> dict:
-        return self.command("cut")
+    def cut(self, tear_seed: int | None = None) -> dict:
+        return self.command("cut" if tear_seed is None else f"cut tear {tear_seed}")
 
     def unmount(self) -> None:
         """The end of this boot; an fd still open on the mount makes it a lazy unmount."""
@@ -244,6 +244,7 @@ class Report:
     acked: dict[str, Ack] = field(default_factory=dict)
     lost: dict[str, tuple[int, Ack]] = field(default_factory=dict)  # id -> (boot that noticed, ack)
     problems: list[str] = field(default_factory=list)
+    torn_cuts: int = 0
     p3_exposure_s: list[float] = field(default_factory=list)
     dropped_pages: list[int] = field(default_factory=list)
     fs_stats: Counter = field(default_factory=Counter)
@@ -255,7 +256,7 @@ class Report:
         exp = sorted(self.p3_exposure_s)
         exposure = (f"P3 exposure at the cut: median {exp[len(exp) // 2]:.2f} s, "
                     f"max {exp[-1]:.2f} s (batch_interval {BATCH_INTERVAL_S} s)") if exp else ""
-        return (f"{self.cuts} cuts in {self.elapsed_s:.0f} s; {len(self.acked)} acknowledged events "
+        return (f"{self.cuts} cuts ({self.torn_cuts} torn) in {self.elapsed_s:.0f} s; {len(self.acked)} acknowledged events "
                 f"checked (P1 {by_prio[1]}, P2 {by_prio[2]}, P3 {by_prio[3]}; "
                 f"alert.raised {by_type['alert.raised']}, alert.prealert {by_type['alert.prealert']}); "
                 f"lost {len(self.lost)}; problems {len(self.problems)}; {exposure}; "
@@ -310,7 +311,10 @@ def power_cuts(tmp_path: Path, master: int, belt: Path, *, cuts: int, seed: int,
                 time.sleep(rng.uniform(*delay_s))  # the random moment of the cut (not a sync)
                 at = time.monotonic()
                 if cut:
-                    report.dropped_pages.append(mount.cut()["pages"])
+                    torn = rng.random() < 0.5
+                    dropped = mount.cut(rng.randrange(2**32) if torn else None)
+                    report.dropped_pages.append(dropped["pages"])
+                    report.torn_cuts += torn
             finally:
                 run.kill()
             for ack in run.acks:

@@ -21,7 +21,8 @@ never synced anyway, and a remount drops its pages.
 that shows the power-cut test can fail.
 
 Control: a Unix stream socket outside the mount, one command per line, one JSON reply per line:
-`cut` (drop and freeze; replies with what was dropped), `stats` (operation counts), `ping`.
+`cut` (drop and freeze; replies with what was dropped), `cut tear SEED` (a random part of the
+un-synced pages is written first, some torn), `stats` (operation counts), `ping`.
 
 Run: python -m tests.powercut.pcfs BACKING MOUNTPOINT --ctl SOCKET [--lie-fsync]
 """
@@ -32,6 +33,7 @@ import argparse
 import errno
 import json
 import os
+import random
 import socket
 import stat
 import threading
@@ -50,6 +52,7 @@ class Overlay:
 
     size: int    # the size the file has now
     floor: int   # backing bytes at or past this were truncated away since the last sync
+    path: str    # the backing file, for a torn cut
     dirty: dict[int, bytearray] = field(default_factory=dict)
 
 
@@ -103,11 +106,12 @@ class PowerCutFS(fuse.Operations):
         self.handles[fh] = (fd, os.fstat(fd).st_ino, flags)
         return fh
 
-    def _overlay(self, ino: int, fd: int) -> Overlay:
+    def _overlay(self, ino: int, fd: int, path: str) -> Overlay:
         ov = self.overlays.get(ino)
         if ov is None:
             size = os.fstat(fd).st_size
-            ov = self.overlays[ino] = Overlay(size=size, floor=size)
+            ov = self.overlays[ino] = Overlay(size=size, floor=size,
+                                              path=self._real(path) if path else "")
         return ov
 
     def _load(self, ov: Overlay, fd: int, pg: int) -> bytearray:
@@ -141,14 +145,47 @@ class PowerCutFS(fuse.Operations):
         # The backing file is never fsynced: only the simulated machine loses power.
 
     # --- control -----------------------------------------------------------------------------
-    def cut(self) -> dict:
-        """Power cut: every un-synced byte is gone, and nothing happens on this disk any more."""
+    def cut(self, seed: int | None = None) -> dict:
+        """Power cut: every un-synced byte is gone, and nothing happens on this disk any more.
+
+        With a seed the cut is torn, as SQLite's crash-test VFS does (sqlite.org/testing.html):
+        a random half of the un-synced pages did reach the disk before the power went, some of
+        them only in part (a prefix of 512-byte sectors). Every such state is one a real cut can
+        leave; checksummed logs must recover from it.
+        """
         with self.mutex:
             self.frozen = True
             dropped = {"files": len(self.overlays),
-                       "pages": sum(len(ov.dirty) for ov in self.overlays.values())}
+                       "pages": sum(len(ov.dirty) for ov in self.overlays.values()), "written": 0}
+            if seed is not None:
+                rng = random.Random(seed)
+                for ino, ov in self.overlays.items():
+                    dropped["written"] += self._tear(ino, ov, rng)
             self.overlays.clear()
             return dropped
+
+    @staticmethod
+    def _tear(ino: int, ov: Overlay, rng: random.Random) -> int:
+        try:
+            fd = os.open(ov.path, os.O_WRONLY)
+        except OSError:
+            return 0  # unlinked meanwhile
+        written = 0
+        try:
+            if os.fstat(fd).st_ino != ino:
+                return 0
+            for pg, img in sorted(ov.dirty.items()):
+                start = pg * PAGE
+                if start >= ov.size or rng.random() < 0.5:
+                    continue
+                data = bytes(img[:min(PAGE, ov.size - start)])
+                if rng.random() < 0.25:
+                    data = data[:512 * rng.randrange(1, 8)]
+                os.pwrite(fd, data, start)
+                written += 1
+        finally:
+            os.close(fd)
+        return written
 
     def serve_control(self, path: str) -> None:
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -166,9 +203,9 @@ class PowerCutFS(fuse.Operations):
     def _client(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb") as f:
             for line in f:
-                cmd = line.decode().strip()
+                cmd, *args = line.decode().split()
                 if cmd == "cut":
-                    reply = self.cut()
+                    reply = self.cut(int(args[1]) if args[:1] == ["tear"] else None)
                 elif cmd == "stats":
                     with self.mutex:
                         reply = dict(self.stats)
@@ -279,7 +316,7 @@ class PowerCutFS(fuse.Operations):
             fi.direct_io = self._direct_io(path)
             fi.keep_cache = 0
             if flags & os.O_TRUNC:
-                self._truncate(self._overlay(self.handles[fi.fh][1], fd), 0)
+                self._truncate(self._overlay(self.handles[fi.fh][1], fd, path), 0)
             return 0
 
     def open(self, path, fi):
@@ -290,7 +327,7 @@ class PowerCutFS(fuse.Operations):
             fi.direct_io = self._direct_io(path)
             fi.keep_cache = 0
             if fi.flags & os.O_TRUNC:
-                self._truncate(self._overlay(self.handles[fi.fh][1], fd), 0)
+                self._truncate(self._overlay(self.handles[fi.fh][1], fd, path), 0)
             return 0
 
     def read(self, path, size, offset, fh):
@@ -317,7 +354,7 @@ class PowerCutFS(fuse.Operations):
         with self.mutex:
             self._guard()
             fd, ino, flags = self.handles[fh.fh]
-            ov = self._overlay(ino, fd)
+            ov = self._overlay(ino, fd, path)
             pos, i = offset, 0
             while i < len(data):
                 pg, off = divmod(pos, PAGE)
@@ -339,11 +376,11 @@ class PowerCutFS(fuse.Operations):
             self._guard()
             if fh is not None and fh.fh in self.handles:
                 fd, ino, _ = self.handles[fh.fh]
-                self._truncate(self._overlay(ino, fd), length)
+                self._truncate(self._overlay(ino, fd, path), length)
                 return 0
             fd = os.open(self._real(path), os.O_RDWR)
             try:
-                self._truncate(self._overlay(os.fstat(fd).st_ino, fd), length)
+                self._truncate(self._overlay(os.fstat(fd).st_ino, fd, path), length)
             finally:
                 os.close(fd)
             return 0
