@@ -273,6 +273,11 @@ class PowerCutFS(fuse.Operations):
             else:
                 os.utime(self._real(path), ns=times, follow_symlinks=False)
 
+    def mknod(self, path, mode, dev):
+        with self.mutex:  # the daemon's live-feed unix socket lives in the state directory
+            self._guard()
+            os.mknod(self._real(path), mode, dev)
+
     def symlink(self, target, source):
         with self.mutex:
             self._guard()
