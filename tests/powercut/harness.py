@@ -256,9 +256,11 @@ class Report:
         exp = sorted(self.p3_exposure_s)
         exposure = (f"P3 exposure at the cut: median {exp[len(exp) // 2]:.2f} s, "
                     f"max {exp[-1]:.2f} s (batch_interval {BATCH_INTERVAL_S} s)") if exp else ""
-        return (f"{self.cuts} cuts ({self.torn_cuts} torn) in {self.elapsed_s:.0f} s; {len(self.acked)} acknowledged events "
-                f"checked (P1 {by_prio[1]}, P2 {by_prio[2]}, P3 {by_prio[3]}; "
-                f"alert.raised {by_type['alert.raised']}, alert.prealert {by_type['alert.prealert']}); "
+        return (f"{self.cuts} cuts ({self.torn_cuts} torn) in {self.elapsed_s:.0f} s; "
+                f"{len(self.acked)} acknowledged events checked "
+                f"(P1 {by_prio[1]}, P2 {by_prio[2]}, P3 {by_prio[3]}; "
+                f"alert.raised {by_type['alert.raised']}, "
+                f"alert.prealert {by_type['alert.prealert']}); "
                 f"lost {len(self.lost)}; problems {len(self.problems)}; {exposure}; "
                 f"un-synced pages dropped per cut: max {max(self.dropped_pages, default=0)}; "
                 f"fs: {dict(self.fs_stats)}")
@@ -278,8 +280,8 @@ def check(report: Report, boot: int, db: Path) -> None:
                                f"last {seqs[-1] if seqs else None})")
 
 
-def power_cuts(tmp_path: Path, master: int, belt: Path, *, cuts: int, seed: int, lie_fsync: bool = False,
-               cut: bool = True, stop_at_first_loss: bool = False,
+def power_cuts(tmp_path: Path, master: int, belt: Path, *, cuts: int, seed: int,
+               lie_fsync: bool = False, cut: bool = True, stop_at_first_loss: bool = False,
                delay_s: tuple[float, float] = (0.05, 2.0)) -> Report:
     """`cuts` boots of the daemon, each ended by a power cut (or, with cut=False, by SIGKILL
     alone on a disk that stays mounted), and one last boot that is checked and stopped."""

@@ -225,9 +225,9 @@ class PowerCutFS(fuse.Operations):
                 st = os.fstat(fd)
             else:
                 st = os.lstat(self._real(path))
-            attrs = {k: getattr(st, k) for k in ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid",
-                                                 "st_size", "st_blocks", "st_blksize",
-                                                 "st_atime_ns", "st_mtime_ns", "st_ctime_ns")}
+            attrs = {k: getattr(st, k) for k in (
+                "st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks",
+                "st_blksize", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")}
             for k in ("atime", "mtime", "ctime"):
                 attrs[f"st_{k}"] = attrs.pop(f"st_{k}_ns")
             ov = self.overlays.get(st.st_ino)
@@ -404,7 +404,8 @@ class PowerCutFS(fuse.Operations):
         with self.mutex:
             fd, ino, _ = self.handles.pop(fh.fh)
             try:
-                if os.fstat(fd).st_nlink == 0 and not any(h[1] == ino for h in self.handles.values()):
+                still_open = any(h[1] == ino for h in self.handles.values())
+                if os.fstat(fd).st_nlink == 0 and not still_open:
                     self.overlays.pop(ino, None)
             finally:
                 os.close(fd)

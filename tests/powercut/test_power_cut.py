@@ -1,4 +1,4 @@
-"""A power cut loses no committed event: `carehub run` on pcfs, cut at random moments of a busy night.
+"""A power cut loses no committed event: the daemon on pcfs, cut at random moments of a busy night.
 
 Each boot runs until a random moment, then the power goes: every write not yet fsynced is dropped
 (pcfs `cut`), the daemon is killed, the disk unmounted; the next mount is the reboot. After each
