@@ -84,7 +84,7 @@ SCENARIOS = [
              night(20 * M, 70 * M), 100 * M,
              [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + 1),
               ("alert.escalated", "night_bed_exit", 1, 80 * M, 80 * M + 1),
-              ("alert.resolved", "night_bed_exit", 1, 90 * M, 90 * M + 1)]),
+              ("alert.resolved", "night_bed_exit", 1, 90 * M + 30, 90 * M + 31)]),  # enter debounce
     Scenario("near miss: 29 min out of bed against 30", wall(22), night(20 * M, 29 * M),
              70 * M, []),
     Scenario("near miss: in bed only 5 min before the exit", wall(22), night(5 * M, 45 * M),
