@@ -65,7 +65,6 @@ def _migrate_v1(old: dict) -> dict:
     res["bed_candidate"], res["bed_candidate_since"] = bed.get("in"), bed.get("since", 0.0)
     res["previous_stay_s"] = bed.get("prev_in_s", 0.0)
     res["last_reading_t"] = old.get("belt", {}).get("last")
-    res["last_reading_wall"] = old.get("belt", {}).get("last_wall")
     res["rr_t"], res["large_movement_t"] = old.get("last_rr_t"), old.get("last_move")
     st["night"]["exit_in_window"] = bed.get("exit_in_window", False)
     st["activity"] = {"last_sign_t": old.get("sign", 0.0), "still_s": old.get("still", 0.0)}
@@ -178,7 +177,7 @@ def _settle_bed(ctx: Ctx) -> None:
 
 def _belt(ctx: Ctx, obs: BeltReading) -> None:
     st, r = ctx.st, obs.reading
-    facts = resident.on_reading(st["resident"], r, ctx.t, ctx.now.wall, ctx.p["bed"])
+    facts = resident.on_reading(st["resident"], r, ctx.t, ctx.p["bed"])
     night.on_reading(ctx)
     if r.kind not in ("instant", "window", "event"):
         return

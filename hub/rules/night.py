@@ -6,6 +6,8 @@ debounce let it through: out of bed 30 min means 30 min since the resident left.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from .lifecycle import Ctx, settle
 
 RULES = ("night_bed_exit", "stuck_in_bed", "belt_offline")
@@ -60,6 +62,8 @@ def on_time(ctx: Ctx) -> None:
         last = res["last_reading_t"]
         gap = t - (last if last is not None else 0.0)
         if gap >= ctx.p["belt_offline"]["alert_after"]:
+            last_wall = None if last is None else \
+                (ctx.now.wall - timedelta(seconds=gap)).isoformat()
             settle(ctx, "belt_offline", True, 3, f"no data from the bed sensor for "
-                   f"{gap / 60:.0f} min", {"last_reading_at": res["last_reading_wall"],
+                   f"{gap / 60:.0f} min", {"last_reading_at": last_wall,
                                            "link": st["night"]["belt_status"]})

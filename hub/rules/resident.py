@@ -33,7 +33,7 @@ def initial() -> dict:
         "bed_candidate": None, "bed_candidate_since": None, "bed_reported": False,
         "distance_m": None, "resp_state": None, "movement_index": None,
         "hr_bpm": None, "hr_t": None, "rr_per_min": None, "rr_t": None,
-        "large_movement_t": None, "last_reading_t": None, "last_reading_wall": None,
+        "large_movement_t": None, "last_reading_t": None,
     }
 
 
@@ -61,9 +61,9 @@ def _valid(value, limits):
     return value if value is not None and limits[0] <= value <= limits[1] else None
 
 
-def on_reading(res: dict, r, t: float, wall, bed_params: dict) -> Facts:
+def on_reading(res: dict, r, t: float, bed_params: dict) -> Facts:
     """Fold one decoded reading into the state; returns what it proved."""
-    res["last_reading_t"], res["last_reading_wall"] = t, wall.isoformat()
+    res["last_reading_t"] = t
     hr = rr = None
     large = False
     if r.kind == "instant":
