@@ -1,7 +1,8 @@
 """Bed and night rules: night_bed_exit (R3), stuck_in_bed (R5), belt_offline (R12).
 
 Durations run from the true time of the bed change (resident.py), not from the moment the
-debounce let it through: out of bed 30 min means 30 min since the resident left.
+debounce let it through: out of bed 30 min means 30 min since the resident left; and they stop
+at the true time of a change still being debounced (back 5 s early is no alert).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from .lifecycle import Ctx, settle
+from .resident import held_until
 
 RULES = ("night_bed_exit", "stuck_in_bed", "belt_offline")
 
@@ -35,12 +37,12 @@ def on_belt_status(ctx: Ctx, state: str) -> None:
 
 def on_time(ctx: Ctx) -> None:
     st, t, alerts, res = ctx.st, ctx.t, ctx.st["alerts"], ctx.st["resident"]
-    in_bed, since = res["in_bed"], res["in_bed_since"]
+    in_bed, since, held = res["in_bed"], res["in_bed_since"], held_until(res, t)
     if ctx.on("night_bed_exit"):
         p = ctx.p["night_bed_exit"]
         if in_bed is False and since is not None and st["night"]["exit_in_window"] \
                 and res["previous_stay_s"] >= p["min_in_bed"]:
-            out_s = t - since
+            out_s = held - since
             details = {"minutes_out_of_bed": round(out_s / 60, 1),
                        "in_bed_before_min": round(res["previous_stay_s"] / 60, 1)}
             msg = f"out of bed for {out_s / 60:.0f} min at night, not back"
@@ -52,8 +54,8 @@ def on_time(ctx: Ctx) -> None:
         elif in_bed is True and "night_bed_exit" in alerts:
             settle(ctx, "night_bed_exit", False, reason="back in bed")
     if ctx.on("stuck_in_bed"):
-        if in_bed is True and t - since >= ctx.p["stuck_in_bed"]["max_in_bed"]:
-            in_s = t - since
+        if in_bed is True and held - since >= ctx.p["stuck_in_bed"]["max_in_bed"]:
+            in_s = held - since
             settle(ctx, "stuck_in_bed", True, 2, f"in bed for {in_s / 3600:.1f} h without a break",
                    {"hours_in_bed": round(in_s / 3600, 1)})
         elif in_bed is False and "stuck_in_bed" in alerts:

@@ -120,6 +120,15 @@ def seen(res: dict, facts: Facts) -> bool:
     return bool(r.presence or r.in_bed or facts.vital_signs)
 
 
+def held_until(res: dict, t: float) -> float:
+    """Until when the current bed state surely held: a change still in its debounce began at
+    its candidate time. A resident back 5 s before the 30-min mark was out 29:55 min."""
+    cand = res["bed_candidate"]
+    if cand is not None and cand != res["in_bed"] and res["in_bed"] is not None:
+        return res["bed_candidate_since"]
+    return t
+
+
 def settle(res: dict, t: float, wall, bed_params: dict) -> tuple | None:
     """Apply the debounce; on a change return (in_bed, true_t, true_wall, event, data)."""
     cand = res["bed_candidate"]
