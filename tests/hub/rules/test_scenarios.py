@@ -260,3 +260,18 @@ def test_the_table_is_big_enough():
     assert rules >= {"sos", "fall", "night_bed_exit", "vitals_absent", "hr_high", "hr_low",
                      "rr_high", "rr_low", "not_up", "stuck_in_bed", "daytime_stillness",
                      "no_sign_of_life", "belt_offline", "watch_offline", "watch_battery_low"}
+
+
+def test_every_rule_belongs_to_exactly_one_family():
+    from hub.rules import activity, buttons, night, params, vitals, watch
+    families = [vitals.RULES, night.RULES, activity.RULES, buttons.RULES, watch.RULES]
+    owned = [rule for family in families for rule in family]
+    assert sorted(owned) == sorted(params.RULES_SCHEMA) and len(set(owned)) == len(owned)
+
+
+def test_no_module_in_the_rules_package_is_over_300_lines():
+    from pathlib import Path
+
+    import hub.rules
+    for path in Path(hub.rules.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 300, path.name
