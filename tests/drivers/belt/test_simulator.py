@@ -10,10 +10,10 @@ import pytest
 
 from drivers.belt import simulator as sim
 from drivers.belt.decoder import make_decoder
+from drivers.recording import read_recording
 from hub.rules.actions import Emit
 from hub.rules.engine import AlertEngine
 from hub.rules.observations import BeltReading, Now
-from hub.recording import read_recording
 
 pytestmark = pytest.mark.timeout(30)
 
