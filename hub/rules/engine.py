@@ -209,10 +209,8 @@ def _apply(ctx: Ctx, obs) -> None:
     elif isinstance(obs, WatchObservation):
         watch.on_observation(ctx, obs, buttons.sos, activity.sign_of_life, activity.watch_moved)
     elif isinstance(obs, DeviceStatus):
-        if obs.device == "belt":
+        if obs.device == "belt":       # (a reconnect re-asks MicRadar: see micradar.py)
             night.on_belt_status(ctx, obs.state)
-            if obs.state == "connected":
-                resident.forget_device_view(ctx.st["resident"])
         elif obs.device == "watch" and obs.battery_pct is not None:
             watch.battery(ctx, obs.battery_pct)
     elif isinstance(obs, StaffAck):

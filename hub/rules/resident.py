@@ -8,8 +8,9 @@ rules read the state, so the outcome does not depend on how fields were split.
 In bed is debounced here, the one place that decides it, and each change keeps its *true* time
 (when the evidence started, not when the debounce ran out): every duration rule counts from it.
 Measured vital signs are evidence of presence and, while the protocol has not (yet) said
-anything about the bed since start or reconnect, of being in bed: a hub started beside a
-sleeping resident knows it within the enter debounce.
+anything about the bed since the hub started, of being in bed: a hub started beside a sleeping
+resident knows it within the enter debounce. (MicRadar is also asked for its bed state at every
+open of the port, reconnects included.)
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def initial() -> dict:
 
 
 def forget_device_view(res: dict) -> None:
-    """After a restart or reconnect the sensor may have changed its mind unseen: until it
-    reports the bed again (or answers the start-up query), vital signs count as in bed."""
+    """After a restart the sensor may have changed its mind unseen: until it reports the bed
+    again (or answers the start-up query), vital signs count as in bed."""
     res["bed_reported"] = False
 
 
