@@ -154,6 +154,9 @@ async def _run(speed: float, workdir: Path, out) -> int:
 
         async def press_sos():
             await _press_sos(hub, printer, cfg["gpio"]["sos_hold"])
+            # the night waits for the staff's answer, so it is shown on any machine load
+            await _until(lambda: any(a["rule"] == "sos" and a["stage"] == "acked"
+                                     for a in engine.active_alerts()), timeout_s=60)
 
         await play_in_step(master, script, speed=speed, step_s=STEP_S, at={SOS_AT_S: press_sos},
                            set_time=lambda t: clock.advance(t - clock.monotonic()),
@@ -182,6 +185,12 @@ async def _press_sos(hub: Hub, printer: Printer, hold_s: float) -> None:
     pin.drive_low()
     await asyncio.sleep(hold_s + 0.3)
     pin.drive_high()
+
+
+async def _until(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def _drain(hub: Hub, timeout_s: float) -> None:
