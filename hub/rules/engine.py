@@ -157,7 +157,8 @@ def _advance(st: dict, now: Now) -> float:
 def _close_minute(ctx: Ctx) -> None:
     summary, data = minute.advance(ctx.st, ctx.t, ctx.now.wall)
     if summary is not None:
-        ctx.emit(MINUTE_EVENT, minute.MINUTE_PRIORITY, data)
+        if data is not None:
+            ctx.emit(MINUTE_EVENT, minute.MINUTE_PRIORITY, data)
         vitals.on_minute(ctx, summary)
         sleep_report.on_minute(ctx.st["sleep"], summary)
 

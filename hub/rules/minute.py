@@ -27,7 +27,7 @@ def median(values):
 def _open(st: dict, t: float) -> dict:
     idx = int(t // MINUTE_S)
     m = {"idx": idx, "hr": [], "rr": [], "in_bed": st["resident"]["in_bed"] is True,
-         "moved": False, "stages": {}, "readings": 0, "turnovers": 0,
+         "moved": False, "stages": {}, "readings": 0, "events": 0, "turnovers": 0,
          "movement": [0.0, 0, None], "in_bed_s": 0.0, "valid_s": 0.0, "counted_to": t,
          "valid_until": None}
     st["minute"] = m
@@ -50,7 +50,7 @@ def _count(m: dict, in_bed: bool, until: float) -> None:
 def advance(st: dict, t: float, wall) -> tuple[dict | None, dict | None]:
     """Count time up to ``t`` (with the bed state before this step); close a finished minute.
 
-    Returns (summary for the rules, vitals.minute data) or (None, None).
+    Returns (summary for the rules, vitals.minute data or None) or (None, None).
     """
     m = st["minute"]
     if m is None:
@@ -65,9 +65,11 @@ def advance(st: dict, t: float, wall) -> tuple[dict | None, dict | None]:
     summary = {
         "idx": m["idx"], "start_t": m["idx"] * MINUTE_S,
         "hr_med": median(m["hr"]), "rr_med": median(m["rr"]),
-        "in_bed": m["in_bed"] and m["readings"] > 0, "moved": m["moved"],
+        "in_bed": m["in_bed"] and m["readings"] + m["events"] > 0, "moved": m["moved"],
         "stage": max(m["stages"], key=m["stages"].get) if m["stages"] else None,
     }
+    if not m["readings"]:       # only heartbeats: nothing worth a write to the SD card
+        return summary, None
     return summary, _vitals_minute(m, wall - timedelta(seconds=t - m["idx"] * MINUTE_S))
 
 
@@ -118,6 +120,9 @@ def for_reading(st: dict, t: float) -> tuple[dict, int]:
 def add(m: dict, st: dict, facts, t: float) -> None:
     """One reading into the open minute."""
     r = facts.reading
+    if r.kind == "event":
+        m["events"] += 1
+        return
     m["readings"] += 1
     res = st["resident"]
     if res["in_bed"] is not True or res["bed_candidate"] is False:
