@@ -63,7 +63,9 @@ def on_time(ctx: Ctx) -> None:
     if ctx.on("belt_offline"):
         last = res["last_reading_t"]
         gap = t - (last if last is not None else 0.0)
-        if gap >= ctx.p["belt_offline"]["alert_after"]:
+        rec = alerts.get("belt_offline")
+        if gap >= ctx.p["belt_offline"]["alert_after"] and (rec is None
+                                                            or rec["clear_t"] is not None):
             last_wall = None if last is None else \
                 (ctx.now.wall - timedelta(seconds=gap)).isoformat()
             settle(ctx, "belt_offline", True, 3, f"no data from the bed sensor for "
