@@ -264,7 +264,8 @@ async def play_in_step(fd: int, script: list[tuple[float, bytes]], *, set_time, 
     the pace at that many times real time (0: as fast as the hub keeps up). ``step_s`` > 0
     plays that many simulated seconds per step (fewer waits; a frame is then stamped up to
     ``step_s`` late, the same way on every run). ``at`` is an
-    optional ``{t: async callback}`` run once the simulation reaches t (e.g. a button press).
+    optional ``{t: async callback}`` run once the simulation reaches t (e.g. a button press);
+    the real time a callback takes is not made up afterwards by playing faster.
     """
     os.set_blocking(fd, False)
     loop = asyncio.get_running_loop()
@@ -277,7 +278,9 @@ async def play_in_step(fd: int, script: list[tuple[float, bytes]], *, set_time, 
         while pending and pending[0][0] <= t:
             when, callback = pending.pop(0)
             set_time(when)
+            paused = loop.time()
             await callback()
+            origin += loop.time() - paused
         batch = bytearray()
         while i < n and (script[i][0] == t or script[i][0] < t + step_s) and not (
                 pending and script[i][0] >= pending[0][0]):
