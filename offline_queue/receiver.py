@@ -303,12 +303,17 @@ class ReceiverDB:
                         continue
                     data = ev["data"]
                     alert_id = data.get("alert_id") if isinstance(data.get("alert_id"), str) else None
-                    cur = self._conn.execute(
-                        "INSERT OR IGNORE INTO events (hub_id, id, seq, type, priority, occurred_at,"
-                        " alert_id, received_at, body) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (hub_id, ev["id"], ev["seq"], ev["type"], ev["priority"], ev["occurred_at"],
-                         alert_id, received_at, body),
-                    )
+                    try:
+                        cur = self._conn.execute(
+                            "INSERT OR IGNORE INTO events (hub_id, id, seq, type, priority, occurred_at,"
+                            " alert_id, received_at, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (hub_id, ev["id"], ev["seq"], ev["type"], ev["priority"], ev["occurred_at"],
+                             alert_id, received_at, body),
+                        )
+                    except (UnicodeError, OverflowError) as e:  # e.g. a lone surrogate in a text field
+                        results.append({"id": ev_id, "status": "rejected",
+                                        "reason": f"event cannot be stored: {type(e).__name__}"})
+                        continue
                     results.append({"id": ev["id"], "status": "accepted" if cur.rowcount else "duplicate"})
                 self._conn.execute(
                     "INSERT INTO hubs (hub_id, last_seen, requests) VALUES (?, ?, 1) ON CONFLICT (hub_id)"
@@ -439,7 +444,9 @@ class ReceiverServer(ThreadingHTTPServer):
         self.requests_seen = 0  # event uploads, faulted or not (benchmarks count these)
         self.refused_busy = 0  # connections answered 503 because max_connections were busy
         self._count_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max(1, int(max_connections)))
+        self.max_connections = max(1, int(max_connections))
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._active = 0
         super().__init__(address, ReceiverHandler)
         self.ssl_context = ssl_context
         if ssl_context is not None:  # the handshake runs on the handler's thread, under its timeout
@@ -473,6 +480,10 @@ class ReceiverServer(ThreadingHTTPServer):
             self.requests_seen += 1
 
     # -- bounded connections --
+    def crowded(self) -> bool:
+        """Past half the connections: answer and close, so idle keep-alives do not hold slots."""
+        return self._active * 2 >= self.max_connections
+
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
             with self._count_lock:
@@ -485,17 +496,24 @@ class ReceiverServer(ThreadingHTTPServer):
                 pass
             self.shutdown_request(request)
             return
+        with self._count_lock:
+            self._active += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release()
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        with self._count_lock:
+            self._active -= 1
+        self._slots.release()
 
     def handle_error(self, request, client_address):
         # A client that went away or stalled is not news; anything else is a bug worth one line.
@@ -539,6 +557,8 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection or self.server.crowded():
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
