@@ -5,9 +5,14 @@ takes gzip bodies, validates every event against the envelope, stores each (hub_
 its own SQLite file and answers with per-event results, ``server_time`` and staff ``acks``.
 A programmable queue of faults (``server.faults``) lets tests play a misbehaving server.
 
+Safe to start from: every path needs a token (a hub's own for uploads, the staff token for the
+views and acks), each socket read times out, connections are bounded, and hostile input gets a
+400 or a per-event rejection, never a traceback (docs/sync-protocol.md, section 9).
+
 Python use::
 
-    server = make_server("127.0.0.1", 0, "receiver.db", token)
+    server = make_server("127.0.0.1", 0, "receiver.db", token)            # one token, any hub id
+    server = make_server("127.0.0.1", 0, "receiver.db", tokens={"home-1": t1}, staff_token=s)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ...
     server.shutdown(); server.server_close()
