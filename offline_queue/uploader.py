@@ -485,7 +485,7 @@ class Uploader:
 
     def _post(self, payload: bytes, headers: dict) -> _Response:
         """On the worker thread: the whole exchange, body read included."""
-        started = time.monotonic()
+        started, complete = time.monotonic(), False
         r = self._session.post(self.endpoint, data=payload, headers=headers,
                                timeout=(min(self.timeout_s, 10.0), self.timeout_s),
                                allow_redirects=False, stream=True, verify=self._verify, proxies=self._proxies)
@@ -498,9 +498,12 @@ class Uploader:
                 raise requests.Timeout(e) from e
             except TransportError as e:
                 raise requests.ConnectionError(e) from e
+            complete = True
             return _Response(r.status_code, headers, content)
         finally:
-            r.close()  # closes the connection when the body was not read to its end
+            if not complete:  # the rest of a body we will not read: drop the connection
+                r.raw.close()
+            r.close()  # back to the pool (keep-alive) when the body was read to its end
 
     def _learn_offset(self, server_now: datetime | None, sent_at: datetime | None = None) -> None:
         if server_now is None:
