@@ -21,6 +21,8 @@ setup(
         "pyserial>=3.5,<4",
         # bleak's API moves between majors; pin the version the watch driver was tested with.
         "bleak==3.1.0",
+        # Home Assistant's connect-with-retries for BlueZ; 4.7.1 is the release tested with bleak 3.1.0.
+        "bleak-retry-connector==4.7.1",
         # 4.x changed the transaction model (every write commits itself); 3.x behaves differently.
         "sqlite-utils>=4.0,<5",
         "requests>=2.31,<3",
@@ -39,6 +41,9 @@ setup(
             "schemathesis==4.32.5",
             # a private CA and server certificates for the hub's TLS tests
             "trustme==1.2.1",
+            # the power-cut tests' FUSE file system over Debian's libfuse3 (fuse3); pinned: its
+            # ctypes structs track libfuse's ABI release by release
+            "mfusepy==3.1.1",
         ],
         "bench": ["persist-queue==1.1.0"],
     },

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="FILE", help="also write the raw bytes with their times to FILE")
     p.set_defaults(func=cmd_monitor)
 
+    p = sub.add_parser("scan", help="list nearby BLE devices (name, address, RSSI, services) to find the watch")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=cmd_scan)
+
     p = sub.add_parser("replay", help="run a recording through the decoders and rules; print the events")
     _config_arg(p)
     p.add_argument("recording", metavar="RECORDING")
@@ -146,6 +151,12 @@ def cmd_monitor(args) -> int:
     return monitor.main(args)
 
 
+def cmd_scan(args) -> int:
+    from drivers.watch import scan
+    _setup_logging("error")
+    return scan.main(args.seconds, args.json)
+
+
 def cmd_replay(args) -> int:
     from hub import replay
     _setup_logging("warning")
@@ -168,7 +179,8 @@ def main(argv=None) -> int:
         return EX_CONFIG
     except EXPECTED_ERRORS as e:
         print(f"carehub {args.command}: {e}", file=sys.stderr)
-        return EX_FAIL
+        # e.g. 77 (EX_NOPERM) when the store's files belong to another user, 74 (EX_IOERR)
+        return getattr(e, "exit_code", EX_FAIL)
 
 
 if __name__ == "__main__":
