@@ -8,10 +8,11 @@ import sys
 from hub.app import store_path
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
+from offline_queue.uploader import STATE_SYNC
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
-    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY))
+    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY, STATE_SYNC))
     state = raw.pop("state")
     status = dict(raw, hub_id=cfg["hub"]["id"], devices=state.pop(DEVICES_KEY) or {},
                   active_alerts=state.pop(ACTIVE_ALERTS_KEY) or [],
@@ -43,6 +44,9 @@ def render(status: dict) -> str:
                      f"{over.get('limit_bytes', over.get('quota_bytes'))} bytes, oldest priority-3 "
                      f"events are dropped; {status.get('free_bytes', '?')} bytes free on the disk")
     lines.append(f"last successful sync: {status.get('last_sync') or 'never'}")
+    server = (status.get("sync") or {}).get(STATE_SYNC)
+    if isinstance(server, dict) and server.get("state"):
+        lines.append(f"server: {server['state']} since {server.get('since')}: {server.get('detail')}")
     recent = status.get("recent") or []
     if recent:
         lines.append("last events:")
