@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
-from hub.app import store_path
+from hub.app import DROPPED_KEY, store_path
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import STATUS_STATE_KEYS, read_status
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
-    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY))
+    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY, DROPPED_KEY))
     state = raw.pop("state")
     status = dict(raw, hub_id=cfg["hub"]["id"], devices=state.pop(DEVICES_KEY) or {},
                   active_alerts=state.pop(ACTIVE_ALERTS_KEY) or [],
+                  dropped=state.pop(DROPPED_KEY) or {},
                   last_sync=state.get("sync.last_success"), sync=state)
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str), file=out)
@@ -35,6 +36,9 @@ def render(status: dict) -> str:
         lines.append(f"  {a.get('rule')}: priority {a.get('priority')}, {a.get('stage')}: {a.get('message')}")
     lines.append("queue: " + ", ".join(f"priority {p}: {depth.get(p, depth.get(str(p), 0))}" for p in (1, 2, 3)))
     lines.append(f"dead letters: {status.get('dead_letter_count', 0)}")
+    dropped = status.get("dropped") or {}
+    lines.append("dropped inputs: " + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+                                        or "none") + " (as of the last heartbeat)")
     lines.append(f"last successful sync: {status.get('last_sync') or 'never'}")
     recent = status.get("recent") or []
     if recent:
