@@ -21,6 +21,7 @@ from hub.config import read_token, timezone_of
 from hub.configtypes import BadValue
 from hub.errors import ConfigError
 from hub.events import EventFactory
+from hub.feed import LiveFeed, feed_path
 from hub.notify import Notifier
 from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
 from hub.rules.observations import ButtonPress, StaffAck
@@ -45,7 +46,7 @@ RESTART_MAX_S = 30.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
 EX_SOFTWARE = 70
-DROPPED_KEY = "hub.dropped"
+DROPPED_KEY = "inputs.dropped"
 # Decoder counters that are not dropped input.
 _NOT_DROPPED = {"frames_ok", "unknown", "handshakes_deferred"}
 
@@ -86,6 +87,7 @@ class Hub:
         self.panel = None
         self.uploader = None
         self.runner = None
+        self.feed = None
         self.show_listeners: list = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -194,9 +196,20 @@ class Hub:
                 await runner.pipeline.device_status("gpio", "connected")
         if cfg["belt"] is not None:
             belt = cfg["belt"]
+            self.feed = feed = LiveFeed(feed_path(cfg), self.clock)
+            comps.append(feed)
+
+            def belt_bytes(data: bytes) -> None:
+                runner.put(BeltBytes(data))   # the pipeline first: a feed problem never costs it
+                feed.belt_bytes(data)
+
+            def belt_status(state: str, info: dict) -> None:
+                runner.put(LinkStatus("belt", state, info))
+                feed.belt_status(state, info)
+
             link = BeltLink(
-                belt["port"], baudrate=belt["baudrate"], on_bytes=lambda data: runner.put(BeltBytes(data)),
-                on_status=lambda state, info: runner.put(LinkStatus("belt", state, info)),
+                belt["port"], baudrate=belt["baudrate"], on_bytes=belt_bytes,
+                on_status=belt_status,
                 stale_timeout_s=belt["stale_timeout"], reconnect_max_s=belt["reconnect_max"],
                 handshake=runner.pipeline.decoder.handshake_frames())
             runner.link = link
@@ -389,15 +402,19 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
+    from offline_queue.errors import ServerConfigError
     from offline_queue.uploader import Uploader
     server = cfg["server"]
     try:
         token = read_token(server["token_file"])   # as check-config read it
     except BadValue as e:
         raise ConfigError([f"server.token_file: {e}"]) from None
-    return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
-                    ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
-                    batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
-                    backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
-                    auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
-                    clock=clock, on_ack=on_ack, on_status=on_status)
+    try:
+        return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
+                        ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
+                        batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
+                        backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
+                        auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
+                        clock=clock, on_ack=on_ack, on_status=on_status)
+    except ServerConfigError as e:  # the uploader's own checks, told as configuration problems
+        raise ConfigError(e.problems) from None

@@ -11,7 +11,8 @@ import logging
 import sys
 
 from hub import __version__
-from hub.errors import ConfigError, HubError
+from drivers.belt.decoder import PROTOCOLS as BELT_PROTOCOLS
+from hub.errors import EXPECTED_ERRORS, ConfigError
 
 EX_OK = 0
 EX_FAIL = 1
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("monitor", help="live view of what the bed sensor sends, decoded")
     _config_arg(p)
     p.add_argument("--port", metavar="URL", help="pyserial URL (default: [belt] port)")
-    p.add_argument("--protocol", choices=("micradar", "tinyframe", "ndjson"),
+    p.add_argument("--protocol", choices=BELT_PROTOCOLS,
                    help="protocol (default: [belt] protocol)")
     p.add_argument("--baudrate", type=int, help="line speed (default: [belt] baudrate or the protocol's)")
     p.add_argument("--record", metavar="FILE", help="also write the raw bytes with their times to FILE")
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         _print_problems(e)
         return EX_CONFIG
-    except HubError as e:
+    except EXPECTED_ERRORS as e:
         print(f"carehub {args.command}: {e}", file=sys.stderr)
         return EX_FAIL
 
