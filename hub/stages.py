@@ -16,8 +16,10 @@ next to the engine's own observations (button presses, staff acks).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -164,6 +166,7 @@ class CommitQueue:
         self.failing: str | None = None     # the last error while commits fail
         self.dropped: Counter = Counter()   # "p3_events"
         self.commit_failures = 0
+        self.repaired = 0                   # events whose data had to be made JSON-safe
 
     # --- the EventSink the pipeline sees -----------------------------------------------------
     async def commit(self, event, *, state=None):
@@ -193,12 +196,26 @@ class CommitQueue:
 
     # --- the task -----------------------------------------------------------------------------
     def _hold(self, event, state) -> None:
+        if event is not None:
+            event = self._storable(event)
         self._held.append([event, state])
         if event is not None and event.priority == 3:
             self._held_p3 += 1
             if self._held_p3 > self.max_held_p3:
                 self._drop_oldest_p3()
         self._wake.set()
+
+    def _storable(self, event):
+        """The event, or a copy the store can write: one event whose data cannot be JSON (a bug
+        upstream) must never sit at the head of the queue and hold every later alert back."""
+        try:
+            event.to_json().encode("utf-8")
+            return event
+        except (TypeError, ValueError) as exc:
+            self.repaired += 1
+            LOGGER.error("%s %s could not be stored as it was (%s): its data is kept as text",
+                         event.type, event.id, exc)
+            return dataclasses.replace(event, data=_json_safe(event.data))
 
     def _drop_oldest_p3(self) -> None:
         for i, item in enumerate(self._held):
@@ -277,3 +294,21 @@ class CommitQueue:
         if lost:
             LOGGER.error("stopping with %d event(s) the store would not take: %s", lost, self.failing)
         return lost
+
+
+def _json_safe(value):
+    if isinstance(value, Mapping):
+        return {_json_safe_text(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str):
+        return _json_safe_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return _json_safe_text(repr(value))
+
+
+def _json_safe_text(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

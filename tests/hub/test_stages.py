@@ -325,3 +325,28 @@ async def test_dropped_input_is_counted_in_the_heartbeat_and_status(write_config
     out = io.StringIO()
     status_main(cfg, out=out)
     assert "dropped inputs: belt.bad_field 1, belt.bad_json 1" in out.getvalue()
+
+
+@run_async
+async def test_an_event_the_store_cannot_write_does_not_hold_back_later_alerts(tmp_path):
+    """A bug upstream puts a lone surrogate and an object in an alert's data: the store would
+    refuse that event forever, and every alert behind it would wait. It is stored as text."""
+    from hub.clock import SystemClock
+    store = AsyncStore(tmp_path / "events.db")
+    await store.open()
+    commits = CommitQueue(store, retry_min_s=0.01)
+    task = asyncio.create_task(commits.run())
+    factory = EventFactory("h", "r", SystemClock())
+    bad = factory.make("alert.raised", {"rule": "sos", "message": "\ud800", "obj": object()}, 1)
+    good = factory.make("alert.raised", {"rule": "hr_high"}, 1)
+    try:
+        await commits.commit(bad)
+        await commits.commit(good)
+        await wait_until(lambda: not commits._held)
+    finally:
+        commits.stop()
+        await asyncio.wait_for(task, 5)
+        await store.close()
+    rows = committed(tmp_path / "events.db")
+    assert [r["id"] for r in rows] == [bad.id, good.id]
+    assert rows[0]["data"]["message"] == "\\ud800" and commits.repaired == 1
