@@ -285,9 +285,17 @@ class Hub:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg["hub"]["heartbeat_interval"]
+        failing = False
         while True:
             await asyncio.sleep(interval)
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except Exception as exc:  # the store cannot be read now: skip this beat, not the hub
+                if not failing:
+                    LOGGER.error("heartbeat skipped: %s (the next ones will be tried)", exc)
+                failing = True
+            else:
+                failing = False
 
     async def _watchdog_loop(self, interval_s: float) -> None:
         """WATCHDOG=1 only while the loop turns and the store's thread answers."""
