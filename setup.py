@@ -21,6 +21,8 @@ setup(
         "pyserial>=3.5,<4",
         # bleak's API moves between majors; pin the version the watch driver was tested with.
         "bleak==3.1.0",
+        # Home Assistant's connect-with-retries for BlueZ; 4.7.1 is the release tested with bleak 3.1.0.
+        "bleak-retry-connector==4.7.1",
         # 4.x changed the transaction model (every write commits itself); 3.x behaves differently.
         "sqlite-utils>=4.0,<5",
         "requests>=2.31,<3",

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="FILE", help="also write the raw bytes with their times to FILE")
     p.set_defaults(func=cmd_monitor)
 
+    p = sub.add_parser("scan", help="list nearby BLE devices (name, address, RSSI, services) to find the watch")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=cmd_scan)
+
     p = sub.add_parser("replay", help="run a recording through the decoders and rules; print the events")
     _config_arg(p)
     p.add_argument("recording", metavar="RECORDING")
@@ -144,6 +149,12 @@ def cmd_monitor(args) -> int:
     from hub import monitor
     _setup_logging("warning")
     return monitor.main(args)
+
+
+def cmd_scan(args) -> int:
+    from drivers.watch import scan
+    _setup_logging("error")
+    return scan.main(args.seconds, args.json)
 
 
 def cmd_replay(args) -> int:
