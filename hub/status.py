@@ -7,7 +7,7 @@ import sys
 
 from hub.app import DROPPED_KEY, store_path
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
-from offline_queue.store import STATUS_STATE_KEYS, read_status
+from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
@@ -35,7 +35,14 @@ def render(status: dict) -> str:
     for a in alerts:
         lines.append(f"  {a.get('rule')}: priority {a.get('priority')}, {a.get('stage')}: {a.get('message')}")
     lines.append("queue: " + ", ".join(f"priority {p}: {depth.get(p, depth.get(str(p), 0))}" for p in (1, 2, 3)))
-    lines.append(f"dead letters: {status.get('dead_letter_count', 0)}")
+    damaged = status.get("damaged_count", 0)
+    lines.append(f"dead letters: {status.get('dead_letter_count', 0)}"
+                 + (f" ({damaged} damaged in store)" if damaged else ""))
+    over = (status.get("sync") or {}).get(OVER_QUOTA_KEY)
+    if over:
+        lines.append(f"store full since {over.get('since')}: {over.get('used_bytes')} of "
+                     f"{over.get('limit_bytes', over.get('quota_bytes'))} bytes, oldest priority-3 "
+                     f"events are dropped; {status.get('free_bytes', '?')} bytes free on the disk")
     dropped = status.get("dropped") or {}
     lines.append("dropped inputs: " + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
                                         or "none") + " (as of the last heartbeat)")
