@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole hub on simulated devices with an embedded receiver")
     p.add_argument("--speed", type=float, default=600.0,
-                   help="how many simulated seconds pass per real second (default 600)")
+                   help="at most this many simulated seconds per real second (default 600); "
+                        "the simulation drives the hub's clock, so alerts do not depend on it")
     p.add_argument("--keep", action="store_true", help="keep the temporary state directory")
     p.set_defaults(func=cmd_demo)
 

@@ -168,7 +168,7 @@ class FailingStage:
         self.calls += 1
         raise self.exc
 
-    feed = update = tick = _raise
+    feed = handle = _raise
 
 
 def _pipeline(write_config, extra=""):
@@ -181,11 +181,12 @@ def _pipeline(write_config, extra=""):
     return p, sink, shown
 
 
-@pytest.mark.parametrize("stage,attr", [("decoder", "decoder"), ("bed", "bed")])
+@pytest.mark.parametrize("stage,attr", [("decoder", "decoder"), ("rules", "engine")])
 def test_a_stage_that_raises_drops_the_input_counts_and_logs_once(stage, attr, write_config, caplog):
     async def body():
         p, sink, shown = _pipeline(write_config, '\n[belt]\nport = "/dev/null"\nprotocol = "ndjson"\n')
         failing = FailingStage(OverflowError("int too large"))
+        real = getattr(p, attr)
         setattr(p, attr, failing)
         with caplog.at_level(logging.ERROR):
             for _ in range(5):
@@ -195,6 +196,7 @@ def test_a_stage_that_raises_drops_the_input_counts_and_logs_once(stage, attr, w
                     await p.tick()
         assert failing.calls == 5
         assert stage_faults(p).snapshot() == {f"{stage}.OverflowError": 5}
+        setattr(p, attr, real)
         assert len([r for r in caplog.records if f"{stage}.OverflowError" in r.getMessage()]) == 1
         await p.observe(ButtonPress("sos"))       # and the next input is handled
         assert any(a[0] == "alert" for a in shown)
