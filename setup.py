@@ -21,8 +21,9 @@ setup(
         "pyserial>=3.5,<4",
         # bleak's API moves between majors; pin the version the watch driver was tested with.
         "bleak==3.1.0",
-        # 4.x changed the transaction model (every write commits itself); 3.x behaves differently.
-        "sqlite-utils>=4.0,<5",
+        # No sqlite-utils: every query lives in offline_queue/ on the stdlib's sqlite3, which gives
+        # the explicit transactions and PRAGMAs (synchronous=FULL, quick_check) the store needs.
+        # sqlite-utils would bring eight more packages (click, tabulate, dateutil, pip...) onto the Pi.
         "requests>=2.31,<3",
     ],
     extras_require={

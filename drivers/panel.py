@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import warnings
 from typing import Callable
 
 from gpiozero import LED, Button, Buzzer
+from gpiozero.exc import PinFactoryFallback
 
 
 LOGGER = logging.getLogger(__name__)
@@ -75,9 +77,22 @@ class Panel:
         """``cfg["gpio"]`` as parsed (``None`` when the table is absent: no panel)."""
         if gpio is None:
             return None
-        return cls(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"],
-                   led_pin=gpio["led_pin"], buzzer_pin=gpio["buzzer_pin"],
-                   sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+        # gpiozero's default factory tries lgpio, rpigpio, pigpio, native in turn and warns once per
+        # failure (PinFactoryFallback), several lines of stack noise. Say it once, in one line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PinFactoryFallback)
+            try:
+                return cls(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"],
+                           led_pin=gpio["led_pin"], buzzer_pin=gpio["buzzer_pin"],
+                           sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+            finally:
+                fallbacks = [str(w.message) for w in caught if issubclass(w.category, PinFactoryFallback)]
+                for w in caught:
+                    if not issubclass(w.category, PinFactoryFallback):
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                if fallbacks:
+                    LOGGER.warning("GPIO pin factory fallbacks: %s (set [gpio] pin_factory to choose one)",
+                                   "; ".join(fallbacks))
 
     def _own(self, device):
         self._devices.append(device)

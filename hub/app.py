@@ -74,6 +74,8 @@ class Hub:
         self._spawn(self._heartbeat_loop(), name="heartbeat")
         if self.notifier.watchdog_interval_s:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), name="watchdog")
+        from hub import lastgood
+        await lastgood.after_start(self.cfg, self.store, self.factory)
         self.notifier.ready(self.describe())
         LOGGER.info("carehub %s running: %s", __version__, self.describe())
 
@@ -164,6 +166,8 @@ class Hub:
             parts.append(f"server {self.uploader.state or 'not reached yet'}")
         elif not self.cfg["server"]["url"]:
             parts.append("offline only")
+        if self.cfg.get("_rejected"):
+            parts.append(f"configuration rejected ({len(self.cfg['_rejected'])} problem(s)): on the last good one")
         return "; ".join(parts)
 
     # --- loops ------------------------------------------------------------------------------
