@@ -85,6 +85,8 @@ def main(cfg: dict, path: str, out=sys.stdout) -> int:
                            "(its protocol decodes the recording)"])
     try:
         sink = asyncio.run(replay(cfg, read_recording(path), out=out))
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`| head`): the CLI ends quietly
     except OSError as e:
         print(f"carehub replay: cannot read {path}: {e.strerror or e}", file=sys.stderr)
         return 1
