@@ -32,7 +32,7 @@ from hub.clock import ManualClock  # noqa: E402
 from hub.demo import demo_plan  # noqa: E402
 from hub.events import EventFactory  # noqa: E402
 from hub.pipeline import Pipeline  # noqa: E402
-from hub.recording import read_recording  # noqa: E402
+from drivers.recording import read_recording  # noqa: E402
 from hub.replay import PrintSink, replay  # noqa: E402
 from hub.rules.engine import AlertEngine  # noqa: E402
 from hub.rules.observations import BeltReading, Now, Tick  # noqa: E402

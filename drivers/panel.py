@@ -16,31 +16,9 @@ from typing import Callable
 from gpiozero import LED, Buzzer, DigitalInputDevice
 from gpiozero.exc import PinFactoryFallback
 
+from drivers.panel_patterns import BUZZER_PATTERNS, LED_PATTERNS, PIN_FACTORIES
 
 LOGGER = logging.getLogger(__name__)
-
-# LED patterns as (on_time, off_time); None = steady on. Distinct at a glance:
-# a calm heartbeat, a slow "please answer" blink, a fast alarm flash, a steady "help is coming".
-LED_PATTERNS: dict[str, tuple[float, float] | None] = {
-    "ok": (0.2, 4.8),
-    "prealert": (0.5, 0.5),
-    "alert": (0.1, 0.1),
-    "acknowledged": None,
-}
-BUZZER_PATTERNS: dict[str, tuple[float, float] | None] = {
-    "off": (0.0, 0.0),
-    "prealert": (0.2, 1.8),
-    "alert": (0.5, 0.5),
-}
-
-
-PIN_FACTORIES = {
-    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
-    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
-    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
-    "native": ("gpiozero.pins.native", "NativeFactory"),
-    "mock": ("gpiozero.pins.mock", "MockFactory"),
-}
 
 
 def make_pin_factory(name: str):

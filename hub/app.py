@@ -16,7 +16,9 @@ from pathlib import Path
 from hub import __version__
 from hub.clock import SystemClock
 from hub.config import timezone_of
+from hub.errors import ConfigError
 from hub.events import EventFactory
+from hub.feed import LiveFeed, feed_path
 from hub.notify import Notifier
 from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
 from hub.rules.observations import ButtonPress, StaffAck
@@ -61,6 +63,7 @@ class Hub:
         self.panel = None
         self.uploader = None
         self.runner = None
+        self.feed = None
         self.show_listeners: list = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -131,9 +134,20 @@ class Hub:
                 await runner.pipeline.device_status("gpio", "connected")
         if cfg["belt"] is not None:
             belt = cfg["belt"]
+            self.feed = feed = LiveFeed(feed_path(cfg), self.clock)
+            comps.append(feed)
+
+            def belt_bytes(data: bytes) -> None:
+                feed.belt_bytes(data)
+                runner.put(data)
+
+            def belt_status(state: str, info: dict) -> None:
+                feed.belt_status(state, info)
+                runner.put(("belt", state, info))
+
             link = BeltLink(
-                belt["port"], baudrate=belt["baudrate"], on_bytes=runner.put,
-                on_status=lambda state, info: runner.put(("belt", state, info)),
+                belt["port"], baudrate=belt["baudrate"], on_bytes=belt_bytes,
+                on_status=belt_status,
                 stale_timeout_s=belt["stale_timeout"], reconnect_max_s=belt["reconnect_max"],
                 handshake=runner.pipeline.decoder.handshake_frames())
             runner.link = link
@@ -316,13 +330,17 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
+    from offline_queue.errors import ServerConfigError
     from offline_queue.uploader import Uploader
     server = cfg["server"]
     with open(server["token_file"], encoding="utf-8") as f:
         token = f.readline().strip()
-    return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
-                    ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
-                    batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
-                    backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
-                    auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
-                    clock=clock, on_ack=on_ack, on_status=on_status)
+    try:
+        return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
+                        ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
+                        batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
+                        backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
+                        auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
+                        clock=clock, on_ack=on_ack, on_status=on_status)
+    except ServerConfigError as e:  # the uploader's own checks, told as configuration problems
+        raise ConfigError(e.problems) from None

@@ -11,7 +11,8 @@ import logging
 import sys
 
 from hub import __version__
-from hub.errors import ConfigError, HubError
+from drivers.belt.decoder import PROTOCOLS as BELT_PROTOCOLS
+from hub.errors import EXPECTED_ERRORS, ConfigError
 
 EX_OK = 0
 EX_FAIL = 1
@@ -102,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "monitor", "live view of what the bed sensor sends, decoded",
                  "Shows each decoded reading of the bed sensor as it arrives; --record also writes the "
-                 "raw bytes with their times to a recording for `carehub replay`.",
+                 "raw bytes with their times to a recording for `carehub replay`. While the daemon runs "
+                 "(it holds the port exclusively) it attaches to the daemon's live decoded feed over a "
+                 "local unix socket instead, and says so.",
                  "carehub monitor --port /dev/ttyUSB0 --protocol micradar --record night.rec", cmd_monitor)
     _config_arg(p)
     p.add_argument("--port", metavar="URL", help="pyserial URL (default: [belt] port)")
-    p.add_argument("--protocol", choices=("micradar", "tinyframe", "ndjson"),
+    p.add_argument("--protocol", choices=BELT_PROTOCOLS,
                    help="protocol (default: [belt] protocol)")
     p.add_argument("--baudrate", type=int, help="line speed (default: [belt] baudrate or the protocol's)")
     p.add_argument("--record", metavar="FILE", help="also write the raw bytes with their times to FILE")
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "configuration file (none at /etc/carehub, no --config) the defaults are used.",
                  "carehub replay --protocol micradar night.rec > events.jsonl", cmd_replay)
     _config_arg(p)
-    p.add_argument("--protocol", choices=("micradar", "tinyframe", "ndjson"),
+    p.add_argument("--protocol", choices=BELT_PROTOCOLS,
                    help="protocol the recording was made with (default: [belt] protocol, else micradar)")
     p.add_argument("recording", metavar="RECORDING")
     return parser
@@ -253,7 +256,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         _print_problems(e)
         return EX_CONFIG
-    except HubError as e:
+    except EXPECTED_ERRORS as e:
         print(f"carehub {args.command}: {e}", file=sys.stderr)
         return EX_FAIL
 

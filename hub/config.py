@@ -7,7 +7,6 @@ tomllib gives no positions for values, so the line of each key is found by scann
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import stat
@@ -15,21 +14,19 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.configtypes import (
     BadValue, Key, show, choice, duration, integer, pattern, string,
 )
-from drivers.panel import PIN_FACTORIES
+from drivers.belt.decoder import PROTOCOLS as BELT_PROTOCOLS, default_baudrate
+from drivers.panel_patterns import PIN_FACTORIES
 from hub.errors import ConfigError
 from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA, SLEEP_SCHEMA
+from offline_queue.wire import url_problem
 
 DEFAULT_PATH = Path("/etc/carehub/config.toml")
 ENV_VAR = "CAREHUB_CONFIG"
-BELT_PROTOCOLS = ("micradar", "tinyframe", "ndjson")
-# Each protocol's own line speed, used when [belt] baudrate is 0.
-BELT_DEFAULT_BAUD = {"micradar": 115200, "tinyframe": 115200, "ndjson": 115200}
 
 
 def _timezone(value):
@@ -240,27 +237,14 @@ def validate(raw: dict, problems: _Problems) -> dict:
     return cfg
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_server(server: dict, problems: _Problems) -> None:
     url = server.get("url") or ""
     if not url:
         return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "http":
-        if not _loopback(host):
-            problems.add(("server", "url"), f"{show(url)}: plain http:// is allowed only for a loopback "
-                                            "address (127.0.0.0/8, ::1, localhost); use https://")
-    elif parts.scheme != "https" or not host:
-        problems.add(("server", "url"), f"{show(url)} is not an https:// URL")
+    problem = url_problem(url)
+    if problem is not None:
+        sep = ":" if problem.startswith("plain") else ""
+        problems.add(("server", "url"), f"{show(url)}{sep} {problem}")
     _check_secret(server.get("token_file") or "", problems)
     ca = server.get("ca_file") or ""
     if ca and not os.path.isfile(ca):
@@ -288,7 +272,7 @@ def _check_secret(path: str, problems: _Problems) -> None:
 def _check_belt(cfg: dict) -> None:
     belt = cfg.get("belt")
     if belt and not belt.get("baudrate") and belt.get("protocol"):
-        belt["baudrate"] = BELT_DEFAULT_BAUD[belt["protocol"]]
+        belt["baudrate"] = default_baudrate(belt["protocol"])
 
 
 def system_timezone() -> str:

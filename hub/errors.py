@@ -1,8 +1,18 @@
-"""One error hierarchy for the hub; each is also typed by the builtin it resembles."""
+"""The hub's error hierarchy.
+
+Each floor has one root: ``DriverError`` (drivers/errors.py), ``QueueError``
+(offline_queue/errors.py) and ``HubError`` here; the floors below never import the hub, so their
+roots cannot derive from ours. ``EXPECTED_ERRORS`` is the one tuple a command catches to turn an
+expected failure into a message instead of a traceback. Each error is also typed by the builtin it
+resembles.
+"""
+
+from drivers.errors import DriverError, ParsingError  # noqa: F401  (re-exported)
+from offline_queue.errors import QueueError, ServerConfigError, StoreError  # noqa: F401
 
 
 class HubError(Exception):
-    """Base of every error the hub raises on purpose."""
+    """Base of every error the hub itself raises on purpose."""
 
 
 class ConfigError(HubError, ValueError):
@@ -13,17 +23,4 @@ class ConfigError(HubError, ValueError):
         super().__init__("\n".join(self.problems))
 
 
-class ParsingError(HubError, ValueError):
-    """Bytes or a document could not be decoded."""
-
-
-class LinkLost(HubError, ConnectionError):
-    """A device link (serial, BLE) went away."""
-
-
-class StoreError(HubError):
-    """The durable store failed."""
-
-
-class SyncFailed(HubError, ConnectionError):
-    """An upload to the community server failed."""
+EXPECTED_ERRORS = (HubError, DriverError, QueueError)

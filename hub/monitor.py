@@ -2,25 +2,34 @@
 
 One readable line per decoded reading, the link's state changes, and every few seconds the
 frame and error counters and the firmware. ``--record`` also writes the raw bytes with their
-arrival times to a recording (hub/recording.py) that ``carehub replay`` can play back.
+arrival times to a recording (drivers/recording.py) that ``carehub replay`` can play back.
+
+The port is opened exclusively. When the daemon already holds it, the monitor attaches to the
+daemon's live feed (hub/feed.py, a unix socket in the state directory) instead of fighting it
+for the bytes, and says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import IO
 
 from drivers.belt.decoder import PROTOCOLS, default_baudrate, make_decoder
-from drivers.belt.link import BeltLink
+from drivers.belt.link import BeltLink, port_in_use
 from drivers.belt.reading import Reading
 from hub.clock import Clock, SystemClock
-from hub.recording import RecordingWriter
+from drivers.recording import RecordingWriter
+from hub.feed import FEED_FILE
 
 LOGGER = logging.getLogger(__name__)
 
-EX_OK, EX_USAGE, EX_CANTCREAT = 0, 64, 73
+EX_OK, EX_USAGE, EX_CANTCREAT, EX_TEMPFAIL = 0, 64, 73, 75
 
 _LABELS = (
     ("presence", "presence", None), ("in_bed", "in bed", None),
@@ -149,6 +158,75 @@ async def run_monitor(url: str, protocol: str, baudrate: int = 0, record_path=No
     return EX_OK
 
 
+async def run_attached(sock_path, protocol: str, record_path=None, out: IO[str] = sys.stdout,
+                       stop: asyncio.Event | None = None, *, stats_interval_s: float = 5.0) -> int:
+    """Show the daemon's live feed: the bytes it reads, decoded here, until ``stop`` or the
+    daemon goes away. Nothing is ever written to the sensor from here."""
+    decoder = make_decoder(protocol)
+    try:
+        reader, writer_ = await asyncio.open_unix_connection(str(sock_path))
+    except OSError as exc:
+        print(f"carehub monitor: cannot attach to the daemon's live feed {sock_path}: "
+              f"{exc.strerror or exc}", file=out, flush=True)
+        return EX_TEMPFAIL
+    recording = None
+    if record_path is not None:
+        try:
+            recording = RecordingWriter(record_path)
+        except OSError as exc:
+            writer_.close()
+            print(f"carehub monitor: cannot write the recording {record_path}: "
+                  f"{exc.strerror or exc}", file=out, flush=True)
+            return EX_CANTCREAT
+    stop = stop or asyncio.Event()
+
+    def show(stamp: str, line: str) -> None:
+        out.write(f"{stamp} {line}\n")
+        out.flush()
+
+    async def lines() -> None:
+        while True:
+            raw = await reader.readline()
+            if not raw:
+                show("--:--:--.---", "the daemon closed its live feed (stopped or restarted)")
+                return
+            try:
+                doc = json.loads(raw)
+                when = datetime.fromisoformat(doc["t"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            stamp = when.strftime("%H:%M:%S.%f")[:-3]
+            if "state" in doc:
+                reason = f" ({doc['reason']})" if doc.get("reason") else ""
+                show(stamp, f"belt {doc['state']} (as the daemon sees it){reason}")
+            elif "hex" in doc:
+                try:
+                    data = bytes.fromhex(doc["hex"])
+                except (ValueError, TypeError):
+                    continue
+                if recording is not None:
+                    recording.write(data, when)
+                for reading in decoder.feed(data):
+                    show(stamp, describe(reading))
+                decoder.take_outgoing()  # the daemon talks to the sensor, not us
+
+    feed = asyncio.ensure_future(lines())
+    try:
+        while not stop.is_set() and not feed.done():
+            done, _ = await asyncio.wait({feed, asyncio.ensure_future(stop.wait())},
+                                         timeout=stats_interval_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                show(datetime.now().strftime("%H:%M:%S.%f")[:-3],
+                     describe_counters(decoder.counters, decoder.firmware))
+    finally:
+        feed.cancel()
+        writer_.close()
+        if recording is not None:
+            recording.close()
+    return EX_OK
+
+
 def main(args) -> int:
     """``carehub monitor``: --port/--protocol/--baudrate override the [belt] configuration;
     with both --port and --protocol given, no configuration file is needed."""
@@ -156,13 +234,19 @@ def main(args) -> int:
     from hub.errors import ConfigError
 
     belt: dict = {}
+    state_dir = None
     if not (args.port and args.protocol):
         try:
-            belt = config.load(args.config).get("belt") or {}
+            cfg = config.load(args.config)
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return 78
+        belt = cfg.get("belt") or {}
+        state_dir = cfg["hub"]["state_dir"]
+    else:
+        with contextlib.suppress(ConfigError, OSError):  # only to find the daemon's feed
+            state_dir = config.load(args.config)["hub"]["state_dir"]
     url = args.port or belt.get("port")
     protocol = args.protocol or belt.get("protocol") or "micradar"
     if not url:
@@ -170,6 +254,19 @@ def main(args) -> int:
               "or give --port URL --protocol NAME", file=sys.stderr)
         return EX_USAGE
     baudrate = args.baudrate if args.baudrate is not None else belt.get("baudrate", 0)
+    if port_in_use(url):
+        sock = Path(state_dir) / FEED_FILE if state_dir else None
+        if sock is None or not sock.exists():
+            print(f"carehub monitor: {url} is in use by another program and no CareHub daemon "
+                  "offers its live feed here; stop that program (`fuser -v PORT` shows it) "
+                  "and try again", file=sys.stderr)
+            return EX_TEMPFAIL
+        print(f"carehub monitor: the CareHub daemon holds {url}; showing its live feed "
+              f"({sock}) instead of opening the port", file=sys.stderr, flush=True)
+        try:
+            return asyncio.run(run_attached(sock, protocol, args.record, sys.stdout))
+        except KeyboardInterrupt:
+            return EX_OK
     try:
         return asyncio.run(run_monitor(
             url, protocol, baudrate or 0, args.record, sys.stdout,

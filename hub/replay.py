@@ -16,7 +16,7 @@ from hub.clock import ManualClock
 from hub.errors import ConfigError, ParsingError
 from hub.events import Event, EventFactory
 from hub.pipeline import TICK_S, Pipeline
-from hub.recording import read_recording
+from drivers.recording import read_recording
 
 REPLAY_BOOT_ID = "replay"
 

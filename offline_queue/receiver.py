@@ -16,7 +16,6 @@ Python use::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import html
 import json
@@ -37,13 +36,11 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from hub.events import format_utc
+from offline_queue.envelope import format_utc
+from offline_queue.wire import MAX_BODY_BYTES, MAX_EVENTS, SIGNATURE_TOLERANCE_S, sign  # noqa: F401
 
 LOGGER = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024  # 1 MiB before compression (spec section 4)
-MAX_EVENTS = 500
-SIGNATURE_TOLERANCE_S = 300
 HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 EVENTS_PATH_RE = re.compile(r"^/v1/hubs/([^/]+)/events$")
 ACK_PATH_RE = re.compile(r"^/v1/alerts/([^/]+)/ack$")
@@ -216,12 +213,6 @@ def validate_event(event, hub_id: str) -> str | None:
     if event["hub_id"] != hub_id:
         return f"hub_id {event['hub_id']!r} does not match the URL's {hub_id!r}"
     return None
-
-
-def sign(token: str, timestamp: str | int, body: bytes) -> str:
-    """The ``X-CareHub-Signature`` value for a body exactly as sent."""
-    mac = hmac.new(token.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
 
 
 # --- storage -------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from hub.errors import StoreError
-from hub.events import Event, format_utc
+from offline_queue.envelope import Event, format_utc, kernel_clock_synced, new_id, read_boot_id
+from offline_queue.errors import StoreError
 from offline_queue import migrations
 
 LOGGER = logging.getLogger(__name__)
@@ -49,11 +50,16 @@ CommitListener = Callable[[list[Event]], None]
 
 
 def _default_make_event() -> MakeEvent:
-    from hub.clock import SystemClock
-    from hub.events import EventFactory
+    """Without the hub's factory (tools, tests): envelopes stamped with this boot's facts."""
+    boot_id = read_boot_id()
 
-    factory = EventFactory(hub_id="unknown", resident_id="unknown", clock=SystemClock())
-    return factory.make
+    def make(type_: str, data: Mapping, priority: int) -> Event:
+        return Event(id=new_id(), type=type_, priority=priority,
+                     occurred_at=format_utc(datetime.now(timezone.utc)),
+                     clock_synced=kernel_clock_synced(), boot_id=boot_id,
+                     uptime_s=round(time.clock_gettime(time.CLOCK_BOOTTIME), 3),
+                     hub_id="unknown", resident_id="unknown", data=data or {})
+    return make
 
 
 def _connect(path: Path) -> sqlite3.Connection:

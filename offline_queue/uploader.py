@@ -20,11 +20,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import gzip
-import hashlib
-import hmac
 import http.client
 import inspect
-import ipaddress
 import json
 import logging
 import random
@@ -32,20 +29,18 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
-from hub.errors import ConfigError
-from hub.events import format_utc, kernel_clock_synced, read_boot_id
+from offline_queue.envelope import format_utc, kernel_clock_synced, read_boot_id
+from offline_queue.errors import ServerConfigError
+from offline_queue.wire import MAX_BODY_BYTES, MAX_EVENTS, SIGNATURE_TOLERANCE_S, check_url, sign  # noqa: F401
 
 LOGGER = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024  # spec: at most 1 MiB before compression
-MAX_EVENTS = 500
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
-SIGNATURE_TOLERANCE_S = 300
 STATE_NEXT = "sync.next_attempt_at"
 STATE_LAST_SUCCESS = "sync.last_success"
 STATE_LAST_ERROR = "sync.last_error"
@@ -53,31 +48,6 @@ STATE_ACKS_SEEN = "sync.acks_seen"
 ACKS_REMEMBERED = 200
 
 ONLINE, OFFLINE, UNAUTHORISED = "online", "offline", "unauthorised"
-
-
-def check_url(url: str) -> str:
-    """The URL without a trailing slash; ConfigError unless https, or http to a loopback address."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return url.rstrip("/")
-    if parts.scheme == "http" and host:
-        loopback = host == "localhost"
-        try:
-            loopback = loopback or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            pass
-        if loopback:
-            return url.rstrip("/")
-        raise ConfigError([f"server.url: {url!r}: plain http:// is allowed only for a loopback address"
-                           " (127.0.0.0/8, ::1, localhost); use https://"])
-    raise ConfigError([f"server.url: {url!r} is not an https:// URL"])
-
-
-def sign(token: str, timestamp: int | str, body: bytes) -> str:
-    """``v1=`` + hex HMAC-SHA256 keyed with the token over ``"{timestamp}." + body`` as sent."""
-    mac = hmac.new(token.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
 
 
 def parse_retry_after(value: str | None, server_now: datetime | None) -> float | None:
@@ -168,7 +138,7 @@ class Uploader:
                  clock_synced: Callable[[], bool] = kernel_clock_synced, boot_id: str | None = None,
                  jitter: bool = True, max_body_bytes: int = MAX_BODY_BYTES):
         if not token or not token.strip():
-            raise ConfigError(["server.token_file: the token is empty"])
+            raise ServerConfigError(["server.token_file: the token is empty"])
         self.store = store
         self.url = check_url(url)
         self.hub_id = hub_id

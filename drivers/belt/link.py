@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+import time
+from typing import Callable, Iterable, Protocol
 
 import serial
-
-from hub.clock import Clock, SystemClock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,13 +30,51 @@ READ_CHUNK = 4096
 CONNECTED, DISCONNECTED = "connected", "disconnected"
 
 
+class PortInUse(serial.SerialException):
+    """Another program holds the port (its exclusive lock): two readers would split the bytes."""
+
+
+def open_exclusive(url: str, baudrate: int) -> serial.SerialBase:
+    """Open ``url`` so that no second reader can (flock on a device; URL handlers ignore it)."""
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=READ_TIMEOUT_S,
+                                     write_timeout=1.0, exclusive=True)
+    except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise PortInUse(f"{url} is in use by another program") from None
+        raise
+
+
+def port_in_use(url: str) -> bool:
+    """Whether another program holds ``url`` right now (the monitor asks before it opens)."""
+    try:
+        open_exclusive(url, 9600).close()
+    except PortInUse:
+        return True
+    except (serial.SerialException, OSError, ValueError):
+        return False
+    return False
+
+
+class MonotonicClock(Protocol):
+    def monotonic(self) -> float: ...
+
+
+class BootClock:
+    """CLOCK_BOOTTIME: keeps counting through suspend and never jumps (the hub passes its own)."""
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class BeltLink:
     """Owns one serial port: opens, reads, writes the handshake, notices loss, reopens."""
 
     def __init__(self, url: str, *, baudrate: int, on_bytes: Callable[[bytes], None],
                  on_status: Callable[[str, dict], None], stale_timeout_s: float = 30.0,
                  reconnect_max_s: float = 60.0, handshake: Iterable[bytes] = (),
-                 clock: Clock | None = None, reconnect_min_s: float = RECONNECT_MIN_S):
+                 clock: MonotonicClock | None = None, reconnect_min_s: float = RECONNECT_MIN_S):
         self.url = url
         self.baudrate = baudrate
         self.on_bytes = on_bytes
@@ -46,7 +83,7 @@ class BeltLink:
         self.reconnect_max_s = reconnect_max_s
         self.reconnect_min_s = min(reconnect_min_s, reconnect_max_s)
         self.handshake = list(handshake)
-        self.clock = clock or SystemClock()
+        self.clock = clock or BootClock()
         self.state: str | None = None
         self.bytes_received = 0
         self._serial: serial.SerialBase | None = None
@@ -107,9 +144,10 @@ class BeltLink:
 
     async def _open(self) -> serial.SerialBase | None:
         try:
-            ser = await asyncio.to_thread(
-                serial.serial_for_url, self.url, baudrate=self.baudrate, timeout=READ_TIMEOUT_S,
-                write_timeout=1.0)
+            ser = await asyncio.to_thread(open_exclusive, self.url, self.baudrate)
+        except PortInUse as exc:
+            self._report(DISCONNECTED, {"url": self.url, "reason": str(exc)})
+            return None
         except (serial.SerialException, OSError, ValueError) as exc:
             self._report(DISCONNECTED, {"url": self.url, "reason": f"cannot open: {exc}"})
             return None

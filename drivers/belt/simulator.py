@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from drivers.belt import micradar as m
-from hub.recording import RecordingWriter
+from drivers.recording import RecordingWriter
 
 LOGGER = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any, Mapping
 
 LOGGER = logging.getLogger(__name__)
 
-# Panel patterns (drivers/panel.py shows them)
-LED_OK, LED_PREALERT, LED_ALERT, LED_ACKNOWLEDGED = "ok", "prealert", "alert", "acknowledged"
-BUZZER_OFF, BUZZER_PREALERT, BUZZER_ALERT = "off", "prealert", "alert"
+# Panel patterns: named in drivers/panel_patterns.py, shown by drivers/panel.py.
+from drivers.panel_patterns import (  # noqa: E402,F401  (re-exported for the rules)
+    BUZZER_ALERT, BUZZER_OFF, BUZZER_PREALERT, LED_ACKNOWLEDGED, LED_ALERT, LED_OK, LED_PREALERT)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from hub import config
 from hub.app import Hub
 from hub.clock import ScaledClock
 from hub.demo import demo_plan
-from hub.recording import read_recording
+from drivers.recording import read_recording
 from hub.replay import replay
 from hub.rules.observations import ButtonPress
 from offline_queue.store import Store

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hub import events
+from offline_queue import envelope
 from hub.clock import ManualClock
 from hub.events import Event, EventFactory, new_id
 
@@ -52,7 +53,7 @@ def test_bad_priority_is_refused():
 def test_ids_are_uuid7_unique_and_time_ordered_even_if_the_clock_steps_back(monkeypatch):
     ids = [new_id() for _ in range(5000)]
     now = [2_000_000_000_000_000_000]
-    monkeypatch.setattr(events.time, "time_ns", lambda: now[0])
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: now[0])
     ids += [new_id() for _ in range(10)]
     now[0] -= 3600 * 10**9  # NTP steps the wall clock back an hour
     ids += [new_id() for _ in range(10)]

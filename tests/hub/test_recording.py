@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from hub.errors import ParsingError
-from hub.recording import RecordingWriter, read_recording
+from drivers.recording import RecordingWriter, read_recording
 
 TZ = timezone(timedelta(hours=8))
 

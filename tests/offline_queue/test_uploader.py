@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hub.errors import ConfigError
+from offline_queue.errors import ServerConfigError
 from offline_queue.receiver import Fault
 from offline_queue.uploader import Uploader, check_url, parse_retry_after, sign
 from tests.offline_queue.synckit import (
@@ -29,7 +29,7 @@ def test_allowed_urls(url):
 
 @pytest.mark.parametrize("url", ["http://care.example.org/api", "http://10.0.0.5:8080", "ftp://x", "care.example.org"])
 def test_plain_http_off_loopback_is_refused_clearly(url):
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(ServerConfigError) as e:
         check_url(url)
     assert e.value.problems[0].startswith("server.url:")
 

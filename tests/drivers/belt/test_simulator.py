@@ -11,7 +11,7 @@ import pytest
 from drivers.belt import simulator as sim
 from drivers.belt.decoder import make_decoder
 from hub.bed import BedTracker
-from hub.recording import read_recording
+from drivers.recording import read_recording
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Iterator
 
-from hub.errors import ParsingError
+from drivers.errors import ParsingError
 
 LOGGER = logging.getLogger(__name__)
 
