@@ -170,3 +170,19 @@ def test_placeholders_are_the_example_configs():
     text = EXAMPLE.read_text()
     for (table, key), value in doctor.PLACEHOLDERS.items():
         assert f'{key} = "{value}"' in text
+
+
+def test_beside_the_running_daemon_frames_come_from_its_live_feed(home, tmp_path):
+    from tests.hub.test_lastgood import Daemon, wait_for
+    with receiver(tmp_path) as server:
+        path = home(server.url)
+        daemon = Daemon(path)
+        try:
+            daemon.wait_running()
+            wait_for((tmp_path / "state" / "live.sock").exists, what="the live feed")
+            got = by_name(run_checks(path, seconds=1.5))
+        finally:
+            assert daemon.stop() == 0
+    assert got["belt frames"].status == doctor.PASS and "live feed" in got["belt frames"].detail, got["belt frames"]
+    assert got["belt placement"].status == doctor.PASS
+    assert got["store"].status == doctor.PASS
