@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="how long to measure (default 10)")
     ap.add_argument("--speed", type=float, default=1.0,
                     help="play the night this many times faster (default 1: the radar's real rate)")
+    ap.add_argument("--startups", type=int, default=5,
+                    help="start and stop the daemon this many times first; min and median to READY=1")
     ap.add_argument("--without", action="append", default=[], choices=("gpio", "belt", "server"),
                     help="leave a part out, to see what each costs (repeatable)")
     args = ap.parse_args()
@@ -139,6 +141,20 @@ pin_factory = "mock"
     env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=str(tmp / "notify"), WATCHDOG_USEC="30000000")
     stop = threading.Event()
     sent, _ = feeder(master, stop, args.speed)
+    times = []
+    for _ in range(args.startups):
+        t = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "hub", "run", "--config", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        while "READY=1" not in notify.recv(4096).decode():
+            pass
+        times.append(time.monotonic() - t)
+        p.terminate()
+        p.wait(timeout=10)
+    if times:
+        times.sort()
+        print(f"start-up to READY=1 over {len(times)} starts: min {times[0]:.2f} s, "
+              f"median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s")
     t_start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "hub", "run", "--config", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "daemon.log", "w"), env=env)
@@ -168,9 +184,16 @@ pin_factory = "mock"
                 print(f"  {key:28s} {rate:6.2f}/s")
         print(f"receiver got {len(server.events())} events")
     finally:
-        stop.set()
+        t_stop = time.monotonic()
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=30)
+            print(f"stopped {time.monotonic() - t_stop:.2f} s after SIGTERM, exit status {proc.returncode}")
+        except subprocess.TimeoutExpired:
+            print("did not stop within 30 s of SIGTERM: killed; see " + str(tmp / "daemon.log"))
+            proc.kill()
+            proc.wait()
+        stop.set()
         server.shutdown()
         os.close(master)
         os.close(slave)

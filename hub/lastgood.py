@@ -26,7 +26,7 @@ from hub.errors import ConfigError
 LOGGER = logging.getLogger(__name__)
 
 FILE_NAME = "last-good-config.json"
-STATE_KEY = "hub.config"  # the store's state row that `carehub status` shows
+STATE_KEY = "config.in_use"  # the store's state row that `carehub status` shows
 FORMAT = 1
 _STATE_DIR_RE = re.compile(r'^\s*state_dir\s*=\s*"([^"]+)"', re.MULTILINE)
 

@@ -86,7 +86,7 @@ def render(status: dict, tz) -> str:
     nxt = sync.get("sync.next_attempt_at")
     if isinstance(nxt, dict) and nxt.get("due_at"):
         lines.append(f"next attempt: {local_time(nxt['due_at'], tz)} (after {nxt.get('failures', '?')} failure(s))")
-    if sync.get("store.over_quota"):
+    if any(v for k, v in sync.items() if k.endswith("over_quota")):
         lines.append("store: over its quota, oldest priority-3 events are being dropped")
     recent = status.get("recent") or []
     if recent:
