@@ -21,6 +21,8 @@ setup(
         "pyserial>=3.5,<4",
         # bleak's API moves between majors; pin the version the watch driver was tested with.
         "bleak==3.1.0",
+        # Home Assistant's connect-with-retries for BlueZ; 4.7.1 is the release tested with bleak 3.1.0.
+        "bleak-retry-connector==4.7.1",
         # No sqlite-utils: every query lives in offline_queue/ on the stdlib's sqlite3, which gives
         # the explicit transactions and PRAGMAs (synchronous=FULL, quick_check) the store needs.
         # sqlite-utils would bring eight more packages (click, tabulate, dateutil, pip...) onto the Pi.

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baudrate", type=int, help="line speed (default: [belt] baudrate or the protocol's)")
     p.add_argument("--record", metavar="FILE", help="also write the raw bytes with their times to FILE")
 
+    p = _command(sub, "scan", "list nearby BLE devices (name, address, RSSI, services) to find the watch",
+                 "Listens for Bluetooth LE advertisements and lists each device seen: name, address, "
+                 "signal strength (RSSI) and advertised services; the watch's address goes into "
+                 "[watch] address.",
+                 "carehub scan --seconds 10\ncarehub scan --json", cmd_scan)
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+
     p = _command(sub, "replay", "run a recording through the decoders and rules; print the events",
                  "Runs a recording through the decoders and the alert rules with its recorded timing, "
                  "as fast as the machine allows, and prints each event as one JSON line; a one-line "
@@ -201,6 +209,12 @@ def cmd_monitor(args) -> int:
     from hub import monitor
     _setup_logging("warning")
     return monitor.main(args)
+
+
+def cmd_scan(args) -> int:
+    from drivers.watch import scan
+    _setup_logging("error")
+    return scan.main(args.seconds, args.json)
 
 
 REPLAY_DEFAULTS = """\

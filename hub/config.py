@@ -21,6 +21,8 @@ from hub.configtypes import (
 )
 from drivers.belt.decoder import PROTOCOLS as BELT_PROTOCOLS, default_baudrate
 from drivers.panel_patterns import PIN_FACTORIES
+from drivers.watch.pattern import normalize_uuid, parse_pattern
+from drivers.watch.profiles import BUTTON_EVENT_NAMES, PROFILES as WATCH_PROFILES
 from hub.errors import ConfigError
 from hub.rules.params import ALERTS_SCHEMA, RULES_SCHEMA, SLEEP_SCHEMA
 from offline_queue.wire import url_problem
@@ -43,6 +45,57 @@ def _timezone(value):
 
 def _log_level(value):
     return choice("debug", "info", "warning", "error")(value)
+
+
+# --- [watch]: the resident's watch over BLE (drivers/watch) ---------------------------------
+def _uuid_or_empty(value):
+    if value == "":
+        return ""
+    try:
+        return normalize_uuid(string(value))
+    except ValueError as e:
+        raise BadValue(str(e)) from None
+
+
+def _byte_pattern(value):
+    try:
+        parse_pattern(string(value))
+    except ValueError as e:
+        raise BadValue(str(e)) from None
+    return value
+
+
+WATCH_SCHEMA = {
+    "address": Key(pattern(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", "a BLE address such as AA:BB:CC:DD:EE:FF"),
+                   None, "the watch's BLE address (carehub scan lists nearby devices)", required=True),
+    "profile": Key(choice(*WATCH_PROFILES), "standard", "itag, standard, bthome or custom"),
+    "offline_grace": Key(duration(0, 3600), "30s",
+                         "link down this long before the watch is reported disconnected"),
+    "reconnect_max": Key(duration(1, 3600), "60s", "longest wait between reconnect attempts"),
+    "scan_timeout": Key(duration(1, 120), "10s", "one scan for the watch lasts at most this long"),
+    "battery_interval": Key(duration(30, 86400), "10m",
+                            "battery read this often while connected (also the link heartbeat)"),
+    "sos_dedupe": Key(duration(0, 60), "2s", "the same press again within this is the same press"),
+    "event_char": Key(_uuid_or_empty, "", "custom: the vendor characteristic that notifies SOS/fall/OK"),
+    "sos_pattern": Key(_byte_pattern, "", "custom: bytes meaning SOS (hex, ?? for any byte)"),
+    "fall_pattern": Key(_byte_pattern, "", "custom: bytes meaning a fall (hex, ?? for any byte)"),
+    "ok_pattern": Key(_byte_pattern, "", "custom: bytes meaning OK / cancel (hex, ?? for any byte)"),
+    "bthome_sos": Key(choice(*BUTTON_EVENT_NAMES), "press", "bthome: the button event meaning SOS"),
+    "bthome_ok": Key(choice(*BUTTON_EVENT_NAMES), "double_press", "bthome: the button event meaning OK"),
+}
+
+
+def _check_watch(cfg: dict, problems) -> None:
+    watch = cfg.get("watch")
+    if not watch or watch.get("profile") is None:
+        return
+    if watch["profile"] == "custom":
+        if not watch.get("event_char"):
+            problems.add(("watch", "event_char"), "the custom profile needs the vendor characteristic's UUID")
+        if not (watch.get("sos_pattern") or watch.get("fall_pattern")):
+            problems.add(("watch", "sos_pattern"), "the custom profile needs sos_pattern or fall_pattern")
+    if watch["profile"] == "bthome" and watch.get("bthome_sos") and watch["bthome_sos"] == watch.get("bthome_ok"):
+        problems.add(("watch", "bthome_ok"), f"{show(watch['bthome_ok'])} already means SOS (bthome_sos)")
 
 
 # table -> key -> Key. Tables listed in OPTIONAL_TABLES read as None when absent.
@@ -93,11 +146,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "buzzer_pin": Key(integer(0, 27), 23, "BCM pin of the buzzer"),
         "sos_hold": Key(duration(0.5, 10), "2s", "hold the SOS button this long to call for help"),
     },
+    "watch": WATCH_SCHEMA,
     "rules": RULES_SCHEMA,
     "alerts": ALERTS_SCHEMA,
     "sleep_report": SLEEP_SCHEMA,
 }
-OPTIONAL_TABLES = {"belt", "gpio"}
+OPTIONAL_TABLES = {"belt", "gpio", "watch"}
 NESTED_TABLES = {"rules"}  # tables of tables
 
 
@@ -323,6 +377,7 @@ def load(path: str | os.PathLike | None = None, env=os.environ, *, texts: dict |
     cfg = validate(merged, problems)
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
+    _check_watch(cfg, problems)
     if not cfg["hub"].get("timezone"):
         try:
             cfg["hub"]["timezone"] = _timezone(system_timezone())
@@ -384,6 +439,7 @@ def summary(cfg: dict) -> str:
         f"  belt: {belt['protocol']} on {belt['port']} at {belt['baudrate']} baud" if belt else "  belt: none",
         f"  panel: SOS pin {gpio['sos_pin']}, OK pin {gpio['ok_pin']}, LED pin {gpio['led_pin']}, "
         f"buzzer pin {gpio['buzzer_pin']}" if gpio else "  panel: none",
+        f"  watch: {cfg['watch']['profile']} at {cfg['watch']['address']}" if cfg.get("watch") else "  watch: none",
         f"  server: {server['url']}" if server["url"] else "  server: none (offline only, events are kept)",
         f"  rules enabled ({len(rules)}): {', '.join(rules)}",
     ]

@@ -211,3 +211,45 @@ def test_check_config_runs_as_a_module_without_traceback(write_config):
                           capture_output=True, text=True)
     assert proc.returncode == 78
     assert proc.stderr.startswith(f"{path}:6: ") and "Traceback" not in proc.stderr
+
+
+# --- [watch] ---------------------------------------------------------------------------------
+
+def test_no_watch_table_means_no_watch(write_config):
+    assert config.load(write_config(MINIMAL))["watch"] is None
+
+
+def test_watch_defaults_and_custom_profile(write_config):
+    cfg = config.load(write_config(MINIMAL + '\n[watch]\naddress = "aa:bb:cc:dd:ee:ff"\n'
+                                   'profile = "custom"\nevent_char = "0xFFA3"\nfall_pattern = "?? ?? 01"\n'))
+    w = cfg["watch"]
+    assert w["event_char"] == "0000ffa3-0000-1000-8000-00805f9b34fb"
+    assert w["offline_grace"] == 30.0 and w["battery_interval"] == 600.0 and w["sos_dedupe"] == 2.0
+    assert "watch: custom at aa:bb:cc:dd:ee:ff" in config.summary(cfg)
+
+
+WATCH_BAD = [
+    ("address not a MAC", '[watch]\naddress = "watch-1"\n', "watch.address", 8),
+    ("address missing", '[watch]\nprofile = "itag"\n', "watch.address", 7),
+    ("unknown profile", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nprofile = "fitbit"\n', "watch.profile", 9),
+    ("misspelt key", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nofline_grace = "1m"\n', "watch.ofline_grace", 9),
+    ("bad pattern", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nsos_pattern = "0x1G"\n', "watch.sos_pattern", 9),
+    ("bad uuid", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nevent_char = "ffa"\n', "watch.event_char", 9),
+    ("custom without a characteristic", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nprofile = "custom"\n'
+     'sos_pattern = "01"\n', "watch.event_char", 7),          # absent: the table's line
+    ("custom without a pattern", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nprofile = "custom"\n'
+     'event_char = "ffa3"\n', "watch.sos_pattern", 7),
+    ("bthome ok equals sos", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\nprofile = "bthome"\n'
+     'bthome_ok = "press"\n', "watch.bthome_ok", 10),
+    ("grace out of range", '[watch]\naddress = "AA:BB:CC:DD:EE:FF"\noffline_grace = "2h"\n',
+     "watch.offline_grace", 9),
+]
+
+
+@pytest.mark.parametrize("why,text,key,line", WATCH_BAD, ids=[b[0] for b in WATCH_BAD])
+def test_bad_watch_config_names_file_line_and_key(why, text, key, line, write_config, capsys):
+    path = write_config(MINIMAL + "\n" + text)
+    rc, out = check_config(path, capsys)
+    assert rc == 78
+    assert re.search(rf"^{re.escape(str(path))}:{line}: {re.escape(key)}: \S", out, re.M), out
+    assert "Traceback" not in out
