@@ -36,6 +36,9 @@ setup(
             # the receiver is checked against docs/openapi.yaml
             "jsonschema>=4.18,<5",
             "PyYAML>=6,<7",
+            # the power-cut tests' FUSE file system over Debian's libfuse3 (fuse3); pinned: its
+            # ctypes structs track libfuse's ABI release by release
+            "mfusepy==3.1.1",
         ],
         "bench": ["persist-queue==1.1.0"],
     },

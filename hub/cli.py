@@ -272,7 +272,8 @@ def main(argv=None) -> int:
         return EX_CONFIG
     except EXPECTED_ERRORS as e:
         print(f"carehub {args.command}: {e}", file=sys.stderr)
-        return EX_FAIL
+        # e.g. 77 (EX_NOPERM) when the store's files belong to another user, 74 (EX_IOERR)
+        return getattr(e, "exit_code", EX_FAIL)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from hub.app import store_path
 from hub.config import timezone_of
 from hub.lastgood import STATE_KEY as CONFIG_KEY
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
-from offline_queue.store import STATUS_STATE_KEYS, read_status
+from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
 
 
 def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
@@ -72,7 +72,14 @@ def render(status: dict, tz) -> str:
     for a in alerts:
         lines.append(f"  {a.get('rule')}: priority {a.get('priority')}, {a.get('stage')}: {a.get('message')}")
     lines.append("queue: " + ", ".join(f"priority {p}: {depth.get(p, depth.get(str(p), 0))}" for p in (1, 2, 3)))
-    lines.append(f"dead letters: {status.get('dead_letter_count', 0)}")
+    damaged = status.get("damaged_count", 0)
+    lines.append(f"dead letters: {status.get('dead_letter_count', 0)}"
+                 + (f" ({damaged} damaged in store)" if damaged else ""))
+    over = (status.get("sync") or {}).get(OVER_QUOTA_KEY)
+    if over:
+        lines.append(f"store full since {local_time(over.get('since'), tz)}: {over.get('used_bytes')} of "
+                     f"{over.get('limit_bytes', over.get('quota_bytes'))} bytes, oldest priority-3 "
+                     f"events are dropped; {status.get('free_bytes', '?')} bytes free on the disk")
     last = status.get("last_sync")
     if isinstance(last, dict):
         lines.append(f"last successful sync: {local_time(last.get('at'), tz)}, "
@@ -86,8 +93,6 @@ def render(status: dict, tz) -> str:
     nxt = sync.get("sync.next_attempt_at")
     if isinstance(nxt, dict) and nxt.get("due_at"):
         lines.append(f"next attempt: {local_time(nxt['due_at'], tz)} (after {nxt.get('failures', '?')} failure(s))")
-    if any(v for k, v in sync.items() if k.endswith("over_quota")):
-        lines.append("store: over its quota, oldest priority-3 events are being dropped")
     recent = status.get("recent") or []
     if recent:
         lines.append("last events:")
