@@ -17,7 +17,8 @@ from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
 
 
-def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
+def main(cfg: dict, *, as_json: bool = False, out=None) -> int:
+    out = out or sys.stdout  # looked up now: a default bound at import would keep a stale stream
     raw = read_status(store_path(cfg),
                       state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY, CONFIG_KEY))
     state = raw.pop("state")
