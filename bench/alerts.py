@@ -1,7 +1,7 @@
 """What the alert path costs, and how fast an alert reaches the disk.
 
 Run by hand: ``python bench/alerts.py [--runs 200]``. Prints three tables:
-1. rule evaluation per reading: the engine alone, and the whole pipeline (decoder, bed tracker,
+1. rule evaluation per reading: the engine alone, and the whole pipeline (decoder, resident state,
    engine) on the decoded frames of a simulated night;
 2. `carehub replay` of an 8-hour night: wall time and how many times faster than real time;
 3. latency from the decisive frame written on a real pty to the alert committed (fsynced) in
@@ -97,7 +97,7 @@ def bench_evaluation(cfg) -> list[tuple[str, int, float]]:
 
     t0 = time.perf_counter()
     asyncio.run(run())
-    rows.append(("pipeline per reading (bed tracker + engine + events)", len(readings), time.perf_counter() - t0))
+    rows.append(("pipeline per reading (engine incl. resident state + events)", len(readings), time.perf_counter() - t0))
     return rows
 
 

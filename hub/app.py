@@ -156,7 +156,8 @@ class Hub:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
             self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
                                            on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)),
-                                           on_status=lambda state, detail: self.notifier.status(self.describe()))
+                                           on_status=lambda state, detail: self.notifier.status(self.describe()),
+                                           make_event=self.factory.make)
             comps.append(self.uploader)
         return comps
 
@@ -329,7 +330,7 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
     return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
 
 
-def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
+def build_uploader(cfg: dict, store, clock, on_ack, on_status=None, make_event=None):
     from offline_queue.errors import ServerConfigError
     from offline_queue.uploader import Uploader
     server = cfg["server"]
@@ -341,6 +342,6 @@ def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
                         batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
                         backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
                         auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
-                        clock=clock, on_ack=on_ack, on_status=on_status)
+                        clock=clock, on_ack=on_ack, on_status=on_status, make_event=make_event)
     except ServerConfigError as e:  # the uploader's own checks, told as configuration problems
         raise ConfigError(e.problems) from None

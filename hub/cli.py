@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "receiver on 127.0.0.1: no hardware, no network, no root.",
                  "carehub demo", cmd_demo)
     p.add_argument("--speed", type=float, default=600.0,
-                   help="how many simulated seconds pass per real second (default 600)")
+                   help="at most this many simulated seconds per real second (default 600); "
+                        "the simulation drives the hub's clock, so alerts do not depend on it")
     p.add_argument("--keep", action="store_true", help="keep the temporary state directory")
 
     p = _command(sub, "status", "what the hub is doing now (reads the store; the daemon may run)",

@@ -2,8 +2,9 @@
 
 No hardware, no network, no root. A simulated bed radar plays a night into a real
 pseudo-terminal, the resident's panel is on gpiozero's mock pins, the receiver listens on a free
-loopback port, and the hub runs on a clock that goes `speed` times faster than real time (the
-same clock drives its rules), so a night passes in about a minute. Every committed event is
+loopback port, and the hub's clock is driven by the simulation: each frame is written at its own
+simulated instant and the next waits until the hub has judged it, at most `speed` times faster
+than real time. A night passes in about a minute and gives the same alerts on any machine load. Every committed event is
 printed, with the panel's light and sound and what reaches the server.
 """
 
@@ -24,12 +25,13 @@ from zoneinfo import ZoneInfo
 from drivers.belt import simulator
 from hub import config
 from hub.app import Hub
-from hub.clock import ScaledClock
+from hub.clock import ManualClock
 
 TZ = "Asia/Shanghai"
 SOS_AT_S = 5 * 3600 + 2400      # the resident holds SOS at 04:40 (simulated)
 STAFF_ACK_AFTER_S = 0.5         # real seconds until "staff" acknowledge an alert at the receiver
 VITALS_EVERY = 30               # print one vitals.minute line in this many
+STEP_S = 5.0                    # simulated seconds per lock-step (under the 15 s sample gap)
 
 DEMO_CONFIG = """\
 [hub]
@@ -69,7 +71,7 @@ def demo_plan() -> simulator.NightPlan:
 
 
 class Printer:
-    def __init__(self, clock: ScaledClock, tz, out):
+    def __init__(self, clock: ManualClock, tz, out):
         self.clock, self.tz, self.out = clock, tz, out
         self.vitals = 0
 
@@ -103,7 +105,7 @@ class Printer:
 
 async def _run(speed: float, workdir: Path, out) -> int:
     from offline_queue.receiver import make_server
-    from drivers.belt.simulator import play_into_fd
+    from drivers.belt.simulator import play_in_step
 
     tz = ZoneInfo(TZ)
     token = secrets.token_urlsafe(24)
@@ -122,7 +124,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
     cfg = config.load(cfg_path)
 
     start = datetime.now(tz).replace(hour=23, minute=0, second=0, microsecond=0)
-    clock = ScaledClock(speed, start)
+    clock = ManualClock(start, mono=0.0)
     printer = Printer(clock, tz, out)
     from gpiozero.pins.mock import MockFactory
     hub = Hub(cfg, clock=clock, pin_factory=MockFactory())
@@ -148,10 +150,18 @@ async def _run(speed: float, workdir: Path, out) -> int:
         await hub.start()
         hub.store.subscribe(committed)
         script = simulator.night_script(demo_plan())
-        player = asyncio.create_task(play_into_fd(master, script, speed=speed))
-        sos = asyncio.create_task(_press_sos(hub, printer, SOS_AT_S / speed, cfg["gpio"]["sos_hold"]))
-        await asyncio.gather(player, sos)
-        clock.pause()  # the night is over: no more simulated time while the last events go out
+        engine = hub.runner.pipeline.engine
+
+        async def press_sos():
+            await _press_sos(hub, printer, cfg["gpio"]["sos_hold"])
+            # the night waits for the staff's answer, so it is shown on any machine load
+            await _until(lambda: any(a["rule"] == "sos" and a["stage"] == "acked"
+                                     for a in engine.active_alerts()), timeout_s=60)
+
+        await play_in_step(master, script, speed=speed, step_s=STEP_S, at={SOS_AT_S: press_sos},
+                           set_time=lambda t: clock.advance(t - clock.monotonic()),
+                           handled=lambda: engine.readings_handled)
+        # the night is over: simulated time stands still while the last events go out
         await hub.store.flush()
         await _drain(hub, timeout_s=10)
         events = server.events()
@@ -168,13 +178,19 @@ async def _run(speed: float, workdir: Path, out) -> int:
     return 0
 
 
-async def _press_sos(hub: Hub, printer: Printer, at_real_s: float, hold_s: float) -> None:
-    await asyncio.sleep(at_real_s)
+async def _press_sos(hub: Hub, printer: Printer, hold_s: float) -> None:
+    """Hold the button for real (gpiozero times the hold), simulated time standing still."""
     pin = hub.pin_factory.pin(hub.cfg["gpio"]["sos_pin"])
     printer.line("      (the resident holds the SOS button)")
     pin.drive_low()
     await asyncio.sleep(hold_s + 0.3)
     pin.drive_high()
+
+
+async def _until(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def _drain(hub: Hub, timeout_s: float) -> None:

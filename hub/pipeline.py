@@ -1,8 +1,8 @@
 """From bytes and observations to committed events: the one path shared by the daemon, the demo
 and `carehub replay`, so a recorded night replays exactly as the daemon lived it.
 
-Belt bytes -> decoder -> readings -> bed tracker (bed.entered/exited, vitals.minute) and alert
-engine (alerts) -> events to the sink; panel outputs to whoever shows them. The clock is read
+Belt bytes -> decoder -> readings -> alert engine (the resident's fused state: bed.entered/exited,
+vitals.minute; the rules: alerts) -> events to the sink; panel outputs to whoever shows them. The clock is read
 for every step: the daemon passes the system clock, replay a clock driven by the recording.
 """
 
@@ -13,7 +13,6 @@ from typing import Callable, Protocol
 
 from drivers.belt.decoder import make_decoder
 from drivers.belt.reading import Reading
-from hub.bed import BedTracker
 from hub.config import timezone_of
 from hub.events import Event, EventFactory
 from hub.rules.actions import Emit, Panel
@@ -29,6 +28,8 @@ TICK_S = 1.0  # how often time-based rules are evaluated without input
 # The engine's state is saved with every event it emits; otherwise at most this often, so that
 # a restart loses little (the engine bridges the gap by wall time) and the SD card is spared.
 STATE_SAVE_S = 300.0
+# Routine events the engine emits go to the store's batch (spared fsyncs), not one commit each.
+BATCHED_EVENTS = frozenset(("vitals.minute", "bed.entered", "bed.exited"))
 
 
 class EventSink(Protocol):
@@ -40,7 +41,7 @@ class EventSink(Protocol):
 
 
 class Pipeline:
-    """Owns the decoder, the bed tracker and the alert engine for one home."""
+    """Owns the decoder and the alert engine for one home."""
 
     def __init__(self, cfg: dict, clock, factory: EventFactory, sink: EventSink, *,
                  engine_state=None, show: Callable[[str, str], None] | None = None,
@@ -53,11 +54,10 @@ class Pipeline:
         self.show = show
         belt = cfg.get("belt")
         self.decoder = make_decoder(belt["protocol"]) if belt else None
-        self.bed = BedTracker(
-            enter_debounce_s=belt["enter_debounce"] if belt else 30.0,
-            exit_debounce_s=belt["exit_debounce"] if belt else 60.0,
-        )
         params = {**cfg["rules"], "alerts": cfg["alerts"], "sleep_report": cfg["sleep_report"]}
+        if belt:
+            params["bed"] = {"enter_debounce": belt["enter_debounce"],
+                             "exit_debounce": belt["exit_debounce"]}
         if belt is None:  # no belt: its silence is not news
             params["belt_offline"] = dict(params["belt_offline"], enabled=False)
         try:
@@ -78,18 +78,10 @@ class Pipeline:
             await self.reading(reading)
 
     async def reading(self, reading: Reading) -> None:
-        now = self.now()
-        bed_events = self.bed.update(reading, now.mono, now.wall)
-        await self.observe(BeltReading(reading, in_bed=self.bed.in_bed), now, save=bool(
-            [t for t, _ in bed_events if t != "vitals.minute"]))
-        for type_, data in bed_events:
-            await self.emit(type_, data)
+        await self.observe(BeltReading(reading))
 
     async def tick(self) -> None:
-        now = self.now()
-        for type_, data in self.bed.tick(now.mono, now.wall):
-            await self.emit(type_, data)
-        await self.observe(Tick(), now)
+        await self.observe(Tick())
 
     async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
         """A driver's link changed: a device.status event, and the rules hear of it."""
@@ -107,7 +99,12 @@ class Pipeline:
         events = []
         for action in self.engine.handle(observation, now):
             if isinstance(action, Emit):
-                events.append(self.factory.make(action.type, action.data, action.priority))
+                event = self.factory.make(action.type, action.data, action.priority)
+                if action.type in BATCHED_EVENTS:
+                    self.sink.enqueue(event)
+                    save = save or action.type != "vitals.minute"   # the bed changed
+                else:
+                    events.append(event)
             elif isinstance(action, Panel):
                 self._show(action.led, action.buzzer)
         due = self._saved_at is None or now.mono - self._saved_at >= STATE_SAVE_S

@@ -15,12 +15,13 @@ from hub.config import timezone_of
 from hub.lastgood import STATE_KEY as CONFIG_KEY
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
+from offline_queue.uploader import STATE_SYNC
 
 
 def main(cfg: dict, *, as_json: bool = False, out=None) -> int:
     out = out or sys.stdout  # looked up now: a default bound at import would keep a stale stream
     raw = read_status(store_path(cfg),
-                      state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY, CONFIG_KEY))
+                      state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY, CONFIG_KEY, STATE_SYNC))
     state = raw.pop("state")
     status = dict(raw, hub_id=cfg["hub"]["id"], timezone=cfg["hub"]["timezone"],
                   devices=state.pop(DEVICES_KEY) or {},
@@ -94,6 +95,9 @@ def render(status: dict, tz) -> str:
     nxt = sync.get("sync.next_attempt_at")
     if isinstance(nxt, dict) and nxt.get("due_at"):
         lines.append(f"next attempt: {local_time(nxt['due_at'], tz)} (after {nxt.get('failures', '?')} failure(s))")
+    server = (status.get("sync") or {}).get(STATE_SYNC)
+    if isinstance(server, dict) and server.get("state"):
+        lines.append(f"server: {server['state']} since {local_time(server.get('since'), tz)}: {server.get('detail')}")
     recent = status.get("recent") or []
     if recent:
         lines.append("last events:")

@@ -80,9 +80,19 @@ def query(control: int, report_command: int) -> bytes:
     return encode(control, report_command | 0x80, QUERY)
 
 
+PRESENCE_QUERY = (0x80, 0x01)    # reference 1.4: the reply echoes 80 81 with 00/01
+IN_BED_QUERY = (0x84, 0x01)      # and 84 81 with 00 out / 01 in bed
+
+
 def handshake_frames() -> list[bytes]:
-    """What to write after every (re)open, or after the radar says it (re)initialised."""
-    return [query_firmware(), switch(0x80), switch(0x81), switch(0x85), switch(0x84)]
+    """What to write after every (re)open, or after the radar says it (re)initialised.
+
+    The radar reports presence and in-bed only when they change, so a hub that starts or
+    reconnects while the resident lies in bed asks for both (DFRobot's Pi driver does the same:
+    ``_getData(0x84, 0x81)``).
+    """
+    return [query_firmware(), switch(0x80), switch(0x81), switch(0x85), switch(0x84),
+            query(*PRESENCE_QUERY), query(*IN_BED_QUERY)]
 
 
 # --- encoders of report frames (tests, simulator) ------------------------------------------

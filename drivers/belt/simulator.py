@@ -5,7 +5,8 @@ order: the resident goes to bed, sleeps (HR/RR drifting around their means, turn
 gets up in the night for long enough to matter, comes back, and gets up in the morning.
 ``Incident``s script what the hub must notice (breathing stops, vitals absent, heart rate
 high, the radar falling silent). ``play_into_fd`` writes the script into a pty at a speed
-factor; ``write_recording`` turns it into a recording file for replay tests.
+factor; ``play_in_step`` writes it with the simulation driving the hub's clock (deterministic
+under any load); ``write_recording`` turns it into a recording file for replay tests.
 
 The timing follows the radar's documented behaviour (reference sleep-sensors.md 1.2): HR and
 RR every 3 s, body movement every 5 s, in/out of bed ~30 s after the fact, presence off
@@ -249,3 +250,50 @@ async def _write_all(loop, fd: int, data: bytes) -> None:
                 await ready
             finally:
                 loop.remove_writer(fd)
+
+
+async def play_in_step(fd: int, script: list[tuple[float, bytes]], *, set_time, handled,
+                       speed: float = 0.0, step_s: float = 0.0, at=None,
+                       poll_s: float = 0.001) -> None:
+    """Write the script into ``fd`` with the simulation, not wall time, driving the clock.
+
+    For each instant of the script: ``set_time(t)`` (the hub's clock now reads t), write that
+    instant's frames, then wait until ``handled()`` (frames the hub has decoded and judged)
+    has caught up. Every frame is thus stamped with its own script time whatever the machine's
+    load, so a run gives the same alerts every time (the demo and its test). ``speed`` > 0 caps
+    the pace at that many times real time (0: as fast as the hub keeps up). ``step_s`` > 0
+    plays that many simulated seconds per step (fewer waits; a frame is then stamped up to
+    ``step_s`` late, the same way on every run). ``at`` is an
+    optional ``{t: async callback}`` run once the simulation reaches t (e.g. a button press).
+    """
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+    pending = sorted((at or {}).items())
+    written = 0
+    i, n = 0, len(script)
+    while i < n:
+        t = script[i][0]
+        while pending and pending[0][0] <= t:
+            when, callback = pending.pop(0)
+            set_time(when)
+            await callback()
+        batch = bytearray()
+        while i < n and (script[i][0] == t or script[i][0] < t + step_s) and not (
+                pending and script[i][0] >= pending[0][0]):
+            batch += script[i][1]
+            written += 1
+            i += 1
+        t = script[i - 1][0]
+        if speed > 0:
+            delay = origin + t / speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        set_time(t)
+        try:
+            await _write_all(loop, fd, bytes(batch))
+        except OSError as exc:
+            LOGGER.info("simulated belt stopped: %s", exc)
+            return
+        while handled() < written:
+            await asyncio.sleep(poll_s)

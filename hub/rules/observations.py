@@ -37,29 +37,9 @@ class Now:
 
 @dataclass(frozen=True)
 class BeltReading:
-    """One decoded bed-sensor reading.
-
-    ``in_bed`` overrides the reading's own view when the pipeline derived it (the belt
-    helper's BedTracker does so where the protocol has no in-bed flag).
-    """
+    """One decoded bed-sensor reading, as the decoder gave it (one frame's fields)."""
 
     reading: Reading
-    in_bed: bool | None = None
-
-    def bed(self) -> bool | None:
-        """In bed: the derived flag, else Reading.in_bed, else Reading.presence, else unknown."""
-        if self.in_bed is not None:
-            return self.in_bed
-        if self.reading.in_bed is not None:
-            return self.reading.in_bed
-        return self.reading.presence
-
-
-@dataclass(frozen=True)
-class BedChange:
-    """The pipeline's debounced bed state changed (optional; readings carry it too)."""
-
-    in_bed: bool
 
 
 @dataclass(frozen=True)
@@ -122,5 +102,5 @@ class Tick:
     """Time passed; the pipeline sends one every second or so, so timers fire without input."""
 
 
-Observation = (BeltReading | BedChange | ButtonPress | WatchObservation | DeviceStatus | StaffAck
+Observation = (BeltReading | ButtonPress | WatchObservation | DeviceStatus | StaffAck
                | StaffClose | Tick)

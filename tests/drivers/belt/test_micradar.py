@@ -72,7 +72,14 @@ def test_handshake_is_the_documented_frames():
         H("53 59 81 00 00 01 01 2F 54 43"),      # breathing on
         H("53 59 85 00 00 01 01 33 54 43"),      # heart rate on
         H("53 59 84 00 00 01 01 32 54 43"),      # sleep on
+        H("53 59 80 81 00 01 0F BD 54 43"),      # presence query (manual, Appendix 1)
+        H("53 59 84 81 00 01 0F C1 54 43"),      # in-bed query
     ]
+
+
+def test_query_replies_carry_the_current_state():
+    assert m.interpret(m.Reassembler().feed(m.encode(0x84, 0x81, b"\x01"))[0]).in_bed is True
+    assert m.interpret(m.Reassembler().feed(m.encode(0x80, 0x81, b"\x00"))[0]).presence is False
 
 
 def test_heart_rate_67_is_not_mistaken_for_a_tail():

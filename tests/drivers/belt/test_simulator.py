@@ -10,20 +10,23 @@ import pytest
 
 from drivers.belt import simulator as sim
 from drivers.belt.decoder import make_decoder
-from hub.bed import BedTracker
 from drivers.recording import read_recording
+from hub.rules.actions import Emit
+from hub.rules.engine import AlertEngine
+from hub.rules.observations import BeltReading, Now
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def bed_events(script):
     d = make_decoder("micradar")
-    tracker = BedTracker(enter_debounce_s=30, exit_debounce_s=60)
+    engine = AlertEngine({"bed": {"enter_debounce": 30, "exit_debounce": 60}}, seed="s")
     wall = datetime(2026, 11, 23, 21, 0, tzinfo=timezone.utc)
     events = []
     for t, frame in script:
         for r in d.feed(frame):
-            events += [(e, t, data) for e, data in tracker.update(r, t, wall)]
+            events += [(a.type, t, a.data) for a in engine.handle(BeltReading(r), Now(t, wall))
+                       if isinstance(a, Emit)]
     return events, d
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -40,6 +41,22 @@ def belt(t0: float, t1: float, make, every: float = 1.0):
     return [(t0 + i * every, make() if callable(make) else make) for i in range(n)]
 
 
+@dataclass(frozen=True)
+class Restart:
+    """A step that saves the state as JSON, 'reboots' (monotonic restarts near 0) and restores
+    it ``down_s`` later; no step of the scenario may fall inside the downtime."""
+
+    down_s: float
+
+
+def one_field_per_frame(t0: float, t1: float, bed_every: float = 5.0, hr=64.0):
+    """MicRadar's way: heart-rate readings every second carry nothing else, and the readings
+    that speak of presence and the bed (here repeated every ``bed_every`` s) carry no rate."""
+    steps = belt(t0, t1, lambda: BeltReading(Reading("test", heart_rate_bpm=hr)), 1.0)
+    return steps + belt(t0 + 0.5, t1, lambda: BeltReading(Reading("test", presence=True,
+                                                                  in_bed=True)), bed_every)
+
+
 @dataclass
 class Sim:
     """Drives an AlertEngine with a simulated clock; ticks every ``tick_s`` between steps."""
@@ -68,6 +85,12 @@ class Sim:
             (self.events if isinstance(a, Emit) else self.panels).append((t, a))
         return actions
 
+    def restart(self, down_s: float, mono_after_boot: float = 5.0) -> None:
+        saved = json.loads(json.dumps(self.engine.state))
+        self.engine = AlertEngine(self.params, state=saved)
+        self.t += down_s
+        self.mono0 = mono_after_boot - self.t
+
     def run(self, steps, until: float) -> "Sim":
         """Replay (t, obs) steps in time order with ticks in between, up to ``until``."""
         heap = [(t, i, obs) for i, (t, obs) in enumerate(steps)]
@@ -77,6 +100,11 @@ class Sim:
             t_obs = heap[0][0] if heap else float("inf")
             if t_obs <= nxt and t_obs <= until:
                 t, _, obs = heapq.heappop(heap)
+                if isinstance(obs, Restart):
+                    self.t = max(t, self.t)
+                    self.restart(obs.down_s)
+                    nxt = (int(self.t // self.tick_s) + 1) * self.tick_s
+                    continue
                 self.at(max(t, self.t), obs)
             elif nxt <= until:
                 self.at(nxt, Tick())

@@ -111,3 +111,25 @@ def test_evaluate_is_pure_and_restart_is_invisible(steps, cut):
         return out
 
     assert run(None) == run(cut)
+
+
+def test_a_state_saved_by_the_version_1_engine_is_migrated_and_keeps_its_pending_exit():
+    """data/state_v1.json: saved by the single-module engine 20 min into a night exit."""
+    from pathlib import Path
+
+    saved = json.loads((Path(__file__).parent / "data" / "state_v1.json").read_text())
+    assert saved["v"] == 1
+    sim = Sim(wall(22), tick_s=5, engine=AlertEngine(None, state=saved))
+    sim.t, sim.mono0 = 45 * M, 5.0 - 45 * M             # back 5 min later
+    sim.run(belt(45 * M, 70 * M, empty, 5), 70 * M)
+    assert raised(sim, "night_bed_exit") == [50 * M]      # 30 min after the true exit
+    assert sim.engine.state["v"] == 2 and sim.engine.state["resident"]["in_bed"] is False
+    ids = [e.data["alert_id"] for _, e in sim.of("alert.raised")]
+    assert ids == ["sim-000001"]
+
+
+def test_an_unreadable_saved_state_is_refused_with_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="version"):
+        AlertEngine(None, state={"v": 99})

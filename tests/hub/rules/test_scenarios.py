@@ -1,6 +1,11 @@
 """The scenario table: every rule fires at the right moment with the right priority, and its
 near miss stays silent. Each scenario is replayed through the engine on a simulated clock.
 
+Exact timing: each duration runs from the true start of its condition (the moment the resident
+left, not the debounced exit), so an alert comes within one reading period of the configured
+time, and a near miss one reading period short raises nothing. The in-bed debounce (30 s in,
+60 s out) is the engine's own, as in the daemon.
+
 ``expect`` lists (event type, rule, priority, earliest s, latest s); every alert.raised,
 alert.prealert and alert.escalated the replay produces must be expected (nothing extra fires).
 """
@@ -13,9 +18,11 @@ import pytest
 
 from hub.rules.observations import ButtonPress, StaffAck, StaffClose, WatchObservation
 
-from .sim import Sim, absent, belt, empty, reading, wall
+from .sim import Restart, Sim, absent, belt, empty, one_field_per_frame, reading, wall
 
 M, H = 60.0, 3600.0
+P = 5.0                 # the reading period of the exact-timing rows
+SHORT_VITALS = {"vitals_absent": {"prealert_after": 10.0, "alert_after": 20.0}}
 STRICT = ("alert.raised", "alert.prealert", "alert.escalated")
 
 
@@ -84,7 +91,7 @@ SCENARIOS = [
              night(20 * M, 70 * M), 100 * M,
              [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + 1),
               ("alert.escalated", "night_bed_exit", 1, 80 * M, 80 * M + 1),
-              ("alert.resolved", "night_bed_exit", 1, 90 * M, 90 * M + 1)]),
+              ("alert.resolved", "night_bed_exit", 1, 90 * M + 30, 90 * M + 31)]),  # enter debounce
     Scenario("near miss: 29 min out of bed against 30", wall(22), night(20 * M, 29 * M),
              70 * M, []),
     Scenario("near miss: in bed only 5 min before the exit", wall(22), night(5 * M, 45 * M),
@@ -178,6 +185,46 @@ SCENARIOS = [
              [("alert.raised", "watch_battery_low", 3, 10, 10)]),
     Scenario("near miss: watch battery at 11%", wall(9),
              [(10, WatchObservation(worn=True, moving=True, battery_pct=11))], 60, []),
+    # --- exact timing from the true start (readings every P s)
+    Scenario("night exit: P2 30 min after the true exit, not after the 60 s debounce", wall(22),
+             night(20 * M, 40 * M, every=P), 65 * M,
+             [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + P)], tick_s=P),
+    Scenario("near miss: back in bed one reading period before 30 min", wall(22),
+             night(20 * M, 30 * M - P, every=P), 65 * M, [], tick_s=P),
+    Scenario("night exit: P1 60 min after the true exit", wall(22),
+             night(20 * M, 70 * M, every=P), 95 * M,
+             [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + P),
+              ("alert.escalated", "night_bed_exit", 1, 80 * M, 80 * M + P)], tick_s=P),
+    Scenario("near miss: back one reading period before the escalation", wall(22),
+             night(20 * M, 60 * M - P, every=P), 95 * M,
+             [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + P)], tick_s=P),
+    Scenario("vitals absent: pre-alert and P1 on time with readings every 5 s", wall(2),
+             belt(0, 2 * M, reading, P) + belt(2 * M, 5 * M, absent, P), 5 * M,
+             [("alert.prealert", "vitals_absent", 2, 3 * M, 3 * M + P),
+              ("alert.raised", "vitals_absent", 1, 4 * M, 4 * M + P)], tick_s=1),
+    Scenario("near miss: vitals absent one reading period short of the pre-alert", wall(2),
+             belt(0, 2 * M, reading, P) + belt(2 * M, 3 * M - P, absent, P)
+             + belt(3 * M - P, 5 * M, reading, P), 5 * M, [], tick_s=1),
+    Scenario("alert_after shorter than the enter debounce: getting into bed raises nothing",
+             wall(23), belt(0, M, empty, P) + one_field_per_frame(M, 10 * M), 10 * M, [],
+             params=SHORT_VITALS),
+    Scenario("alert_after shorter than the enter debounce: a real absence alerts on time",
+             wall(23), one_field_per_frame(0, 2 * M) + belt(2 * M, 3 * M, absent, 1.0), 3 * M,
+             [("alert.prealert", "vitals_absent", 2, 2 * M + 10, 2 * M + 11),
+              ("alert.raised", "vitals_absent", 1, 2 * M + 20, 2 * M + 21)],
+             params=SHORT_VITALS),
+    Scenario("a hub restart mid-night: the pending exit fires 30 min after the true exit",
+             wall(22), night(20 * M, 40 * M, every=P, back=False)[:-int(15 * M / P)]
+             + [(45 * M, Restart(5 * M))] + belt(50 * M, 70 * M, empty, P), 70 * M,
+             [("alert.raised", "night_bed_exit", 2, 50 * M, 50 * M + P)], tick_s=P),
+    Scenario("a hub restart mid-night beside a sleeping resident raises nothing", wall(2),
+             belt(0, 20 * M, reading, P) + [(20 * M, Restart(2 * M))]
+             + one_field_per_frame(22 * M, 40 * M), 40 * M, [], tick_s=P,
+             params=SHORT_VITALS),
+    Scenario("stuck_in_bed: 16 h from the true entry", wall(10),
+             belt(0, M, empty, 30) + belt(M, 17 * H + M, reading, 30), 17 * H + M,
+             [("alert.raised", "stuck_in_bed", 2, 16 * H + M, 16 * H + M + 30)], tick_s=30,
+             params={"not_up": {"enabled": False}}),
     # --- flapping
     Scenario("flapping battery becomes one alert with a count", wall(9),
              [(i * 2 * M, WatchObservation(worn=True, moving=True,
@@ -213,3 +260,18 @@ def test_the_table_is_big_enough():
     assert rules >= {"sos", "fall", "night_bed_exit", "vitals_absent", "hr_high", "hr_low",
                      "rr_high", "rr_low", "not_up", "stuck_in_bed", "daytime_stillness",
                      "no_sign_of_life", "belt_offline", "watch_offline", "watch_battery_low"}
+
+
+def test_every_rule_belongs_to_exactly_one_family():
+    from hub.rules import activity, buttons, night, params, vitals, watch
+    families = [vitals.RULES, night.RULES, activity.RULES, buttons.RULES, watch.RULES]
+    owned = [rule for family in families for rule in family]
+    assert sorted(owned) == sorted(params.RULES_SCHEMA) and len(set(owned)) == len(owned)
+
+
+def test_no_module_in_the_rules_package_is_over_300_lines():
+    from pathlib import Path
+
+    import hub.rules
+    for path in Path(hub.rules.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 300, path.name

@@ -1,25 +1,46 @@
-"""BedTracker driven by a ManualClock: debounce, vitals.minute, None never counted as 0."""
+"""The resident's fused state in the engine, driven by a ManualClock: the in-bed debounce with
+true change times, vitals.minute, None never counted as 0."""
 
 from datetime import datetime, timezone
 
 import pytest
 
 from drivers.belt.reading import Reading
-from hub.bed import BedTracker
 from hub.clock import ManualClock
+from hub.rules.actions import Emit
+from hub.rules.engine import AlertEngine
+from hub.rules.observations import BeltReading, Now, Tick
 
 START = datetime(2026, 11, 23, 22, 0, tzinfo=timezone.utc)
+OWN = ("bed.entered", "bed.exited", "vitals.minute")
+
+
+def tracker(enter_debounce_s=30.0, exit_debounce_s=60.0, bed_max_distance_m=None):
+    return AlertEngine({"bed": {"enter_debounce": enter_debounce_s,
+                                "exit_debounce": exit_debounce_s,
+                                "bed_max_distance_m": bed_max_distance_m}}, seed="t")
 
 
 class Driver:
-    def __init__(self, tracker):
-        self.t = tracker
+    def __init__(self, engine):
+        self.engine = engine
         self.clock = ManualClock(START, mono=1000.0)
         self.events = []
 
+    @property
+    def res(self):
+        return self.engine.state["resident"]
+
+    def _step(self, obs):
+        actions = self.engine.handle(obs, Now(self.clock.monotonic(), self.clock.now()))
+        self.events += [(a.type, dict(a.data)) for a in actions
+                        if isinstance(a, Emit) and a.type in OWN]
+
     def feed(self, **fields):
-        r = Reading(fields.pop("protocol", "micradar"), **fields)
-        self.events += self.t.update(r, self.clock.monotonic(), self.clock.now())
+        self._step(BeltReading(Reading(fields.pop("protocol", "micradar"), **fields)))
+
+    def tick(self):
+        self._step(Tick())
 
     def run(self, seconds, step=1.0, **fields):
         """Advance in steps, feeding the same reading each step (or only ticking)."""
@@ -30,19 +51,19 @@ class Driver:
             if fields:
                 self.feed(**dict(fields))
             else:
-                self.events += self.t.tick(self.clock.monotonic(), self.clock.now())
+                self.tick()
 
     def types(self):
         return [e for e, _ in self.events]
 
 
 def test_enter_and_exit_are_debounced():
-    d = Driver(BedTracker(enter_debounce_s=30, exit_debounce_s=60))
+    d = Driver(tracker(enter_debounce_s=30, exit_debounce_s=60))
     d.feed(in_bed=True)
     d.run(29)
-    assert "bed.entered" not in d.types() and d.t.in_bed is None
+    assert "bed.entered" not in d.types() and d.res['in_bed'] is None
     d.run(1)
-    assert d.types().count("bed.entered") == 1 and d.t.in_bed is True
+    assert d.types().count("bed.entered") == 1 and d.res['in_bed'] is True
     # a short absence (shorter than exit debounce) is no exit
     d.feed(in_bed=False)
     d.run(59)
@@ -52,23 +73,23 @@ def test_enter_and_exit_are_debounced():
     d.feed(in_bed=False)
     d.run(60)
     exits = [data for e, data in d.events if e == "bed.exited"]
-    assert len(exits) == 1 and d.t.in_bed is False
+    assert len(exits) == 1 and d.res['in_bed'] is False
     assert exits[0]["in_bed_s"] == pytest.approx(30 + 59 + 121, abs=1)
     assert exits[0]["detected_at"].startswith("2026-11-23T22:03:29")
 
 
 def test_first_knowledge_of_an_empty_bed_is_not_an_exit():
-    d = Driver(BedTracker(enter_debounce_s=10, exit_debounce_s=10))
+    d = Driver(tracker(enter_debounce_s=10, exit_debounce_s=10))
     d.feed(in_bed=False)
     d.run(30)
-    assert "bed.exited" not in d.types() and d.t.in_bed is False
+    assert "bed.exited" not in d.types() and d.res['in_bed'] is False
 
 
 def test_in_bed_derived_from_presence_and_distance_without_native_report():
-    d = Driver(BedTracker(enter_debounce_s=10, exit_debounce_s=10, bed_max_distance_m=1.5))
+    d = Driver(tracker(enter_debounce_s=10, exit_debounce_s=10, bed_max_distance_m=1.5))
     d.feed(protocol="tinyframe", distance_m=3.0)
     d.run(20, presence=True, protocol="tinyframe")
-    assert d.t.in_bed is False and d.events == []   # present, but across the room
+    assert d.res['in_bed'] is False and d.events == []   # present, but across the room
     d.feed(protocol="tinyframe", distance_m=0.9)
     d.run(9, presence=True, protocol="tinyframe")
     assert d.events == []
@@ -79,14 +100,14 @@ def test_in_bed_derived_from_presence_and_distance_without_native_report():
 
 
 def test_native_in_bed_wins_over_presence():
-    d = Driver(BedTracker(enter_debounce_s=5, exit_debounce_s=5))
+    d = Driver(tracker(enter_debounce_s=5, exit_debounce_s=5))
     d.feed(in_bed=True)
     d.run(10, presence=False)      # radar loses presence but still says in bed
-    assert d.t.in_bed is True and "bed.exited" not in d.types()
+    assert d.res['in_bed'] is True and "bed.exited" not in d.types()
 
 
 def test_vitals_minute_contents_and_none_is_never_zero():
-    d = Driver(BedTracker(enter_debounce_s=0, exit_debounce_s=0, valid_hold_s=5))
+    d = Driver(tracker(enter_debounce_s=0, exit_debounce_s=0))
     d.feed(in_bed=True)
     hrs = [60, 62, None, 70]
     for i in range(20):           # 60 s: HR every 3 s, one in four missing
@@ -101,19 +122,19 @@ def test_vitals_minute_contents_and_none_is_never_zero():
     assert minute["rr_min_per_min"] == 14.0 and minute["rr_avg_per_min"] == 14.0
     assert minute["movement_avg"] == 10.0 and minute["movement_max"] == 10.0
     assert minute["in_bed_s"] == pytest.approx(60.0, abs=0.1)
-    # each valid rate holds 5 s; the three 6-s gaps (no HR and no RR) lose 1 s each
-    assert minute["valid_s"] == pytest.approx(57.0, abs=0.1)
+    # each valid rate holds 10 s: the 6-s gaps (no HR and no RR) lose nothing
+    assert minute["valid_s"] == pytest.approx(60.0, abs=0.1)
     assert minute["window_s"] == 60.0 and minute["start"].startswith("2026-11-23T22:00:00")
 
 
 def test_minute_with_no_valid_rates_reports_none_and_counts_validity():
-    d = Driver(BedTracker(enter_debounce_s=0, exit_debounce_s=0, valid_hold_s=5))
+    d = Driver(tracker(enter_debounce_s=0, exit_debounce_s=0))
     d.feed(in_bed=True, heart_rate_bpm=60.0)
     d.run(60, presence=True)            # readings flow, but no rates after the first
     d.run(60, presence=True)
     minutes = [data for e, data in d.events if e == "vitals.minute"]
     assert len(minutes) == 2
-    assert minutes[0]["valid_s"] == pytest.approx(5.0, abs=0.1)
+    assert minutes[0]["valid_s"] == pytest.approx(10.0, abs=0.1)
     second = minutes[1]
     assert second["hr_avg_bpm"] is None and second["hr_min_bpm"] is None
     assert second["rr_avg_per_min"] is None and second["valid_s"] == 0.0
@@ -121,21 +142,46 @@ def test_minute_with_no_valid_rates_reports_none_and_counts_validity():
 
 
 def test_no_minutes_while_no_data_flows():
-    d = Driver(BedTracker())
+    d = Driver(tracker())
     d.feed(heart_rate_bpm=60.0)
     d.run(600)                         # ticks only: the belt went silent
     assert d.types().count("vitals.minute") == 1
     d.feed(heart_rate_bpm=61.0)
     d.clock.advance(61)
-    d.events += d.t.tick(d.clock.monotonic(), d.clock.now())
+    d.tick()
     assert d.types().count("vitals.minute") == 2
 
 
-def test_view_for_the_rules():
-    d = Driver(BedTracker(enter_debounce_s=0))
+def test_the_fused_state_holds_what_separate_frames_said():
+    d = Driver(tracker(enter_debounce_s=0))
     d.feed(in_bed=True, heart_rate_bpm=58.0, resp_state="normal")
     d.clock.advance(3)
     d.feed(resp_rate_per_min=13.0, heart_rate_bpm=None)
-    v = d.t.view()
-    assert v["in_bed"] is True and v["hr_bpm"] == 58.0 and v["hr_mono"] == 1000.0
-    assert v["rr_per_min"] == 13.0 and v["resp_state"] == "normal"
+    r = d.res
+    assert r["in_bed"] is True and r["hr_bpm"] == 58.0 and r["rr_per_min"] == 13.0
+    assert r["hr_t"] < r["rr_t"] and r["resp_state"] == "normal"
+
+
+def test_vital_signs_are_evidence_of_in_bed_until_the_sensor_reports_the_bed():
+    d = Driver(tracker(enter_debounce_s=30))
+    d.feed(heart_rate_bpm=66.0)                 # no presence, no in-bed frame: a hub restarted
+    d.run(29, heart_rate_bpm=66.0)
+    assert d.res["in_bed"] is None
+    d.run(1, heart_rate_bpm=66.0)
+    assert d.res["in_bed"] is True and d.types() == ["bed.entered"]
+    assert d.events[0][1]["detected_at"].startswith("2026-11-23T22:00:00")   # the true start
+    d.feed(in_bed=False)                        # the sensor's own report wins from now on
+    d.run(70, heart_rate_bpm=66.0)
+    assert d.res["in_bed"] is False and d.types()[-1] == "bed.exited"
+
+
+def test_exit_keeps_its_true_time():
+    d = Driver(tracker(enter_debounce_s=0, exit_debounce_s=60))
+    d.feed(in_bed=True)
+    d.run(600, step=5.0, heart_rate_bpm=60.0)
+    exit_mono = d.clock.monotonic()
+    d.feed(in_bed=False)
+    d.run(60, step=5.0, presence=False)
+    assert d.res["in_bed"] is False
+    assert d.engine.state["t"] - d.res["in_bed_since"] == pytest.approx(
+        d.clock.monotonic() - exit_mono)
