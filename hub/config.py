@@ -406,20 +406,43 @@ def _check_server(server: dict, problems: _Problems) -> None:
         problems.add(("server", "ca_file"), f"{show(ca)} does not exist (a PEM bundle, or \"\" for the system store)")
 
 
+def read_one_line_secret(path: str, what: str = "the hub's token") -> str:
+    """A secret file (``server.token_file``, ``sms.pin_file``), read the one way `check-config`
+    and `run` share: surrounding blank lines and spaces are ignored; what remains must be one
+    line of printable ASCII without spaces (a token goes into an HTTP header). Raises ``BadValue``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(65536)
+    except FileNotFoundError:
+        raise BadValue(f"{show(path)} does not exist (a file holding {what} on one line)") from None
+    except OSError as e:
+        raise BadValue(f"{show(path)} cannot be read: {e.strerror or e}") from None
+    token = raw.strip(b" \t\r\n")
+    if not token:
+        raise BadValue(f"{show(path)} is empty (it must hold {what} on one line)")
+    if b"\n" in token:
+        raise BadValue(f"{show(path)} holds more than one line (it must hold {what} on one line)")
+    if not all(0x21 <= b <= 0x7E for b in token):
+        raise BadValue(f"{show(path)}: {what} has spaces, control or non-ASCII characters "
+                       "(it must be printable ASCII on one line)")
+    return token.decode("ascii")
+
+
+def read_token(path: str) -> str:
+    return read_one_line_secret(path, "the hub's token")
+
+
 def _check_secret(path: str, problems: _Problems, kp: tuple, what: str) -> None:
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            token = f.read().strip()
-    except FileNotFoundError:
-        problems.add(kp, f"{show(path)} does not exist (a file holding {what} on one line)")
+        read_one_line_secret(path, what)
+    except BadValue as e:
+        problems.add(kp, str(e))
         return
-    except OSError as e:
-        problems.add(kp, f"{show(path)} cannot be read: {e.strerror}")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
         return
-    if not token:
-        problems.add(kp, f"{show(path)} is empty (it must hold {what} on one line)")
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         problems.add(kp, f"{show(path)} is readable or writable by others (chmod 600, owned by the service user)")
 
 
@@ -472,15 +495,21 @@ def system_timezone() -> str:
         return "UTC"
 
 
-def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
-    """Read, merge and validate; raise ConfigError with every problem at once."""
-    files = config_files(path, env)
+def load(path: str | os.PathLike | None = None, env=os.environ, *, texts: dict | None = None) -> dict:
+    """Read, merge and validate; raise ConfigError with every problem at once.
+
+    ``texts`` ({path: text}, in order) stands in for the files: the last good configuration
+    kept in the state dir is validated again this way (hub/lastgood.py).
+    """
+    files = [Path(p) for p in texts] if texts is not None else config_files(path, env)
     origin: dict = {}
     merged: dict = {}
+    sources: dict[str, str] = {}
     problems = _Problems(origin, files[0])
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = texts[str(file)] if texts is not None else file.read_text(encoding="utf-8")
+            sources[str(file)] = text
         except FileNotFoundError:
             problems.lines.append(f"{file}:1: (file): does not exist (give --config PATH or set {ENV_VAR})")
             continue
@@ -495,7 +524,7 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         source = Source(file, key_lines(text))
         _merge(merged, doc, origin, source)
     if problems.lines and not merged:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg = validate(merged, problems)
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
@@ -507,9 +536,21 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         except BadValue:
             cfg["hub"]["timezone"] = "UTC"
     if problems.lines:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg["_files"] = [str(f) for f in files]
+    cfg["_sources"] = sources
     return cfg
+
+
+def _in_file_order(lines: list[str], files: list[Path]) -> list[str]:
+    """Problems in the order a technician reads them: file by file, line by line."""
+    order = {str(f): i for i, f in enumerate(files)}
+
+    def key(line: str):
+        m = re.match(r"(.*?):(\d+): ", line)
+        return (order.get(m.group(1), len(order)), int(m.group(2))) if m else (len(order), 0)
+
+    return sorted(lines, key=key)
 
 
 def _syntax_problem(file: Path, text: str, err: tomllib.TOMLDecodeError) -> str:
