@@ -167,7 +167,11 @@ class View:
         rows += ["  " + line for line in board_lines(board)]
         rows += ["", "  recent (sim = the night's simulated clock, real = seconds since the demo started)"]
         rows += ["    " + r for r in self.recent]
-        self.out.write("\x1b[H\x1b[J" + "\n".join(rows) + "\n")
+        try:   # clipped to the terminal's width: a wrapped row would spoil the redraw
+            width = os.get_terminal_size(self.out.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            width = 200
+        self.out.write("\x1b[H\x1b[J" + "\n".join(r[:width] for r in rows) + "\n")
         self.out.flush()
 
 
@@ -280,8 +284,8 @@ class Demo:
             at = datetime.fromisoformat(r["received_at"].replace("Z", "+00:00"))
             committed_ms = row.committed_real.replace(microsecond=row.committed_real.microsecond // 1000 * 1000)
             row.latency_s = max(0.0, (at - committed_ms).total_seconds())
-            self.view.line(f"delivered  P{row.priority} {row.rule} to the community server "
-                           f"{row.latency_s * 1000:.0f} ms after its commit (real time)")
+            self.view.line(f"delivered  P{row.priority} {row.rule} at the server, "
+                           f"{row.latency_s * 1000:.0f} ms after its commit (real)")
         last = await hub.store.get_state("sync.last_success")
         if isinstance(last, dict) and last.get("at"):
             at = datetime.fromisoformat(last["at"].replace("Z", "+00:00"))
@@ -299,7 +303,7 @@ class Demo:
         hub, b, v = self.hub, self.board, self.view
         engine = hub.runner.pipeline.engine
         previous_pace, b.pace = b.pace, "1x: real time (a person is acting)"
-        v.line(f"---- real time from here: the simulation slows to 1x while people act ----")
+        v.line("---- real time: the simulation runs at 1x while people act ----")
         last = [time.monotonic()]
 
         def follow() -> None:
@@ -326,8 +330,7 @@ class Demo:
             await asyncio.sleep(STAFF_REACTION_S)
             await asyncio.to_thread(self.server.ack, sos.alert_id, "staff (demo)")
             acked = time.monotonic()
-            v.line(f"      staff acknowledge the SOS at the community server "
-                   f"{STAFF_REACTION_S:g} s after it arrived (real)")
+            v.line(f"      staff acknowledge it at the server, {STAFF_REACTION_S:g} s after it arrived (real)")
             await _until(lambda: any(a["alert_id"] == sos.alert_id and a["stage"] == "acked"
                                      for a in engine.active_alerts()), REALTIME_TIMEOUT_S)
             v.line(f"      the hub heard of it at its next sync, {time.monotonic() - acked:.1f} s later (real)")
@@ -371,8 +374,8 @@ class Demo:
         hub.show_listeners.append(self.panel)
 
         v.header = [
-            f"CareHub demo: one simulated night of the real hub at {self.speed:g}x real time "
-            f"(about two minutes); Ctrl-C stops it",
+            f"CareHub demo: a simulated night of the real hub at {self.speed:g}x (about 2 min); "
+            f"Ctrl-C stops it",
             f"  simulated bed radar on a pseudo-terminal, the resident's panel on mock GPIO pins, a community",
             f"  server on {server.url} (loopback only): no hardware, no root, no network.",
             "  Scenario: to bed at 23:05; up at 02:00 for 35 min (alert); no vital signs at 04:00",

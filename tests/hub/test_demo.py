@@ -29,7 +29,7 @@ def test_demo_runs_a_night_and_delivers_every_alert():
         assert expected in out, expected
     raised = set(re.findall(r"alert\.raised +(P\d)  (\w+)", out))
     assert raised == ALERTS
-    delivered = re.findall(r"delivered  (P\d) (\w+) to the community server (\d+) ms after its commit", out)
+    delivered = re.findall(r"delivered  (P\d) (\w+) at the server, (\d+) ms after its commit \(real\)", out)
     assert {(p, rule) for p, rule, _ in delivered} == ALERTS and len(delivered) == 3
     # the SOS is held and acknowledged in real time: the simulated clock follows real time meanwhile
     held = float(re.search(r"the resident lets go after ([\d.]+) s \(real\)", out).group(1))
