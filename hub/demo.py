@@ -184,16 +184,14 @@ def board_lines(board: Board, plain: bool = False) -> list[str]:
     sync = (f"{board.last_sync_real:.1f} s ago (real), server {board.sync_state}"
             if board.last_sync_real is not None else "not yet")
     rows = [("devices", devices or "none yet"), ("vitals", vitals),
-            ("queue", f"{queue} event(s) waiting ({by_prio or 'empty'}); "
+            ("queue", f"{queue} waiting ({by_prio or 'empty'}); "
                       f"{board.committed} committed, {board.delivered} at the server"),
             ("last sync", sync)]
     if not plain:
-        rows.append(("alerts", "" if board.alerts else "none yet"))
-        for a in board.alerts.values():
-            delivered = (f"delivered in {a.latency_s * 1000:.0f} ms" if a.latency_s is not None
-                         else "not delivered yet" if a.committed_real else "")
-            rows.append(("", f"  P{a.priority} {a.rule:<16} {a.state:<13} raised "
-                             f"{a.raised_sim or '-':<9} {delivered}"))
+        alerts = [f"P{a.priority} {a.rule:<15} {a.state:<12} raised {a.raised_sim or '-':<8}  " + (
+                  f"delivered {a.latency_s * 1000:.0f} ms" if a.latency_s is not None
+                  else "not delivered yet" if a.committed_real else "") for a in board.alerts.values()]
+        rows += [("alerts" if i == 0 else "", text) for i, text in enumerate(alerts or ["none yet"])]
         return [f"{label:<10}{text}" for label, text in rows]
     return [" | ".join(f"{label} {text}" for label, text in rows)]
 

@@ -72,8 +72,8 @@ def test_the_live_view_redraws_in_place_on_a_terminal_only():
         if tty:
             assert text.startswith("\x1b[H\x1b[J")
             for shown in ("belt connected, panel connected", "heart 61 bpm, breathing 14/min, in bed",
-                          "4 event(s) waiting", "last sync 0.4 s ago", "sos", "raised",
-                          "delivered in 12 ms", "sim 23:00:00  real 0:00.0  #1    device.status"):
+                          "4 waiting", "last sync 0.4 s ago", "P1 sos", "raised",
+                          "delivered 12 ms", "sim 23:00:00  real 0:00.0  #1    device.status"):
                 assert shown in text, shown
         else:
             assert "\x1b" not in text and text.startswith("sim 23:00:00  real 0:00.0  #1")
