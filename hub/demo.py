@@ -439,10 +439,17 @@ class Demo:
 
 def describe(e) -> str:
     d = e.data
+    if e.type == "alert.notified":   # a text to a bound phone (the [sms] fallback)
+        return f"{d.get('channel')} to {d.get('to')} ({d.get('name', '')}): {d.get('result')}"
     if e.type.startswith("alert."):
-        return f"{d.get('rule', '')} {d.get('message') or d.get('reason') or d.get('by') or ''}".strip()
+        what = f"{d.get('rule', '')} {d.get('message') or d.get('reason') or d.get('by') or ''}".strip()
+        loc = (d.get("details") or {}).get("location") if e.type == "alert.raised" else None
+        if loc:   # the watch's last fix
+            what += f" at {loc['lat']:.4f}, {loc['lon']:.4f} (fix {loc['age_s']:g} s old)"
+        return what
     if e.type == "device.status":
-        return f"{DEVICE_NAMES.get(d.get('device'), d.get('device'))} {d.get('state')}"
+        what = f"{DEVICE_NAMES.get(d.get('device'), d.get('device'))} {d.get('state')}"
+        return what + (f", battery {d['battery_pct']}%" if d.get("battery_pct") is not None else "")
     if e.type == "sleep.report":
         exits = d.get("bed_exits") or {}
         return (f"in bed {d.get('time_in_bed_min')} min, asleep {d.get('sleep_min')} min, "
