@@ -660,7 +660,9 @@ def _read_capped(raw, encoding: str, cap: int, deadline: float) -> bytes:
         raise ReplyError(f"reply in Content-Encoding {encoding!r}, which the hub did not ask for")
     chunks, total = [], 0
     while True:
-        chunk = raw.read(64 * 1024, decode_content=False)
+        # read1: what one recv brings. read() waits for all 64 KiB, so a reply dripped a byte at
+        # a time (each within the socket timeout) would never reach the deadline check.
+        chunk = raw.read1(64 * 1024, decode_content=False)
         if not chunk:
             break
         total += len(chunk)
