@@ -385,7 +385,13 @@ class Uploader:
         batch, raw_len, payload, headers = await self._in_thread(self._build, batch)
         result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=raw_len)
         try:
-            resp = await self._in_thread(self._post, payload, headers)
+            # requests' timeout bounds each socket read, not the exchange: a reply whose status
+            # line or headers come a byte at a time would hold the worker for hours. The loop
+            # gives up on it (the daemon thread is abandoned; its late result is ignored).
+            resp = await asyncio.wait_for(self._in_thread(self._post, payload, headers),
+                                          2 * self.timeout_s + 5)
+        except asyncio.TimeoutError:
+            return await self._fail(result, None, f"timeout: no whole reply within {2 * self.timeout_s + 5:.0f} s", None)
         except requests.exceptions.SSLError as e:
             return await self._fail(result, None, f"TLS failed (certificate not trusted?): {_short(e)}", None)
         except (requests.RequestException, http.client.HTTPException, OSError, ReplyError) as e:
