@@ -139,7 +139,7 @@ def test_a_proxy_that_413s_everything_costs_no_event(tmp_path, caplog):
     async def go():
         clock = new_clock()
         statuses = []
-        cfg = {"hub": {"id": "home-test", "state_dir": str(tmp_path / "state")}}
+        cfg = {"hub": {"id": "home-test", "timezone": "UTC", "state_dir": str(tmp_path / "state")}}
         (tmp_path / "state").mkdir()
         with running_receiver(tmp_path, clock.now) as server:
             factory = make_factory(clock)
