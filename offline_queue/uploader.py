@@ -644,10 +644,11 @@ class Uploader:
         delay = self.backoff_s()
         retry_after = parse_retry_after(resp.headers.get("retry-after") if resp else None, server_now)
         if retry_after is not None:
-            # Honour the server's minimum, spread a little so a fleet does not return as one.
+            # Honour the server's minimum, spread a little so a fleet does not return as one;
+            # a minimum only: "Retry-After: 0" on every 503 must not stop the backoff growing.
             retry_after = min(retry_after, self.backoff_max_s)
             spread = max(1.0, 0.1 * retry_after)
-            delay = retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0)
+            delay = max(delay, retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0))
         result.outcome, result.error, result.delay_s = "failed", what, delay
         result.kept = result.sent - result.delivered - result.rejected
         await self._set_state(state, what)
