@@ -28,7 +28,7 @@ setup(
         # sqlite-utils would bring eight more packages (click, tabulate, dateutil, pip...) onto the Pi.
         "requests>=2.31,<3",
         # requests' own transport: the uploader streams reply bodies from it (and maps its errors)
-        "urllib3>=1.26,<3",
+        "urllib3>=2.3,<3",  # HTTPResponse.read1 (2.3): the reply deadline holds
     ],
     extras_require={
         "test": [

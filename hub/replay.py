@@ -28,13 +28,19 @@ class PrintSink:
         self.out = out
         self.seq = 0
         self.events: list[Event] = []
+        self.broken: BrokenPipeError | None = None  # stdout's reader left; replay() ends on it
 
     def _print(self, event: Event) -> Event:
         self.seq += 1
         event = event.with_seq(self.seq)
         self.events.append(event)
         if self.out is not None:
-            self.out.write(event.to_json() + "\n")
+            try:
+                self.out.write(event.to_json() + "\n")
+            except BrokenPipeError as e:
+                # Not a fault of one input: the pipeline's stage guards would log it as one and
+                # go on. Kept here, raised by replay() between steps.
+                self.broken, self.out = e, None
         return event
 
     async def commit(self, event: Event, *, state=None) -> Event:
@@ -71,6 +77,8 @@ async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
         _move(clock, t0, offset)
         if chunk.source == "belt" and pipeline.decoder is not None:
             await pipeline.belt_bytes(chunk.data)
+        if sink.broken is not None:
+            raise sink.broken
     return sink
 
 

@@ -385,7 +385,13 @@ class Uploader:
         batch, raw_len, payload, headers = await self._in_thread(self._build, batch)
         result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=raw_len)
         try:
-            resp = await self._in_thread(self._post, payload, headers)
+            # requests' timeout bounds each socket read, not the exchange: a reply whose status
+            # line or headers come a byte at a time would hold the worker for hours. The loop
+            # gives up on it (the daemon thread is abandoned; its late result is ignored).
+            resp = await asyncio.wait_for(self._in_thread(self._post, payload, headers),
+                                          2 * self.timeout_s + 5)
+        except asyncio.TimeoutError:
+            return await self._fail(result, None, f"timeout: no whole reply within {2 * self.timeout_s + 5:.0f} s", None)
         except requests.exceptions.SSLError as e:
             return await self._fail(result, None, f"TLS failed (certificate not trusted?): {_short(e)}", None)
         except (requests.RequestException, http.client.HTTPException, OSError, ReplyError) as e:
@@ -638,10 +644,11 @@ class Uploader:
         delay = self.backoff_s()
         retry_after = parse_retry_after(resp.headers.get("retry-after") if resp else None, server_now)
         if retry_after is not None:
-            # Honour the server's minimum, spread a little so a fleet does not return as one.
+            # Honour the server's minimum, spread a little so a fleet does not return as one;
+            # a minimum only: "Retry-After: 0" on every 503 must not stop the backoff growing.
             retry_after = min(retry_after, self.backoff_max_s)
             spread = max(1.0, 0.1 * retry_after)
-            delay = retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0)
+            delay = max(delay, retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0))
         result.outcome, result.error, result.delay_s = "failed", what, delay
         result.kept = result.sent - result.delivered - result.rejected
         await self._set_state(state, what)
@@ -660,7 +667,9 @@ def _read_capped(raw, encoding: str, cap: int, deadline: float) -> bytes:
         raise ReplyError(f"reply in Content-Encoding {encoding!r}, which the hub did not ask for")
     chunks, total = [], 0
     while True:
-        chunk = raw.read(64 * 1024, decode_content=False)
+        # read1: what one recv brings. read() waits for all 64 KiB, so a reply dripped a byte at
+        # a time (each within the socket timeout) would never reach the deadline check.
+        chunk = raw.read1(64 * 1024, decode_content=False)
         if not chunk:
             break
         total += len(chunk)

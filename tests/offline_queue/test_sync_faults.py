@@ -139,7 +139,7 @@ def test_a_proxy_that_413s_everything_costs_no_event(tmp_path, caplog):
     async def go():
         clock = new_clock()
         statuses = []
-        cfg = {"hub": {"id": "home-test", "timezone": "Asia/Shanghai", "state_dir": str(tmp_path / "state")}}
+        cfg = {"hub": {"id": "home-test", "timezone": "UTC", "state_dir": str(tmp_path / "state")}}
         (tmp_path / "state").mkdir()
         with running_receiver(tmp_path, clock.now) as server:
             factory = make_factory(clock)
@@ -210,3 +210,22 @@ def test_one_event_too_large_for_a_proxy_is_kept_and_the_rest_flows(tmp_path):
                 assert _server_states(server.events()) == ["payload_too_large", "online"]
 
     asyncio.run(go())
+
+
+def test_retry_after_zero_is_a_minimum_not_a_reason_to_hammer(tmp_path):
+    """A server that keeps answering 503 with ``Retry-After: 0`` (some load balancers do) is a
+    server that keeps failing: the hub's own backoff still grows, the header only sets a floor."""
+    async def go():
+        clock = new_clock()
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "queue.db", factory) as store:
+                await commit_mix(store, factory, clock, n_vitals=2, n_alerts=1)
+                uploader = make_uploader(store, server, clock, jitter=False)
+                server.faults.hold(Fault("status", status=503, retry_after="0"))
+                delays = [(await uploader.sync_once()).delay_s for _ in range(6)]
+                assert await store.depth() == {1: 1, 2: 0, 3: 2}
+                return delays, uploader
+
+    delays, uploader = asyncio.run(go())
+    assert delays == [uploader.backoff_base_s * 2 ** i for i in range(6)], delays

@@ -606,3 +606,54 @@ def test_a_huge_reply_is_read_only_up_to_a_cap(tmp_path, gz):
     assert first.outcome == "failed" and "reply" in first.error
     assert depth == {1: 1, 2: 0, 3: 3}  # nothing forgotten on an unreadable reply
     assert peak < 16 * 1024 * 1024, f"reading the reply cost {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_a_reply_dripped_slowly_is_cut_at_the_timeout(tmp_path, part):
+    """A server (or middlebox) that sends its reply one byte at a time, each within the socket
+    timeout, must not hold the uploader (and every alert behind it) past ``server.timeout``."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            if part == "body" else b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(head)
+            while not stop.is_set():
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+                stop.wait(0.05)
+
+    threading.Thread(target=drip, daemon=True).start()
+
+    async def go():
+        clock = new_clock()
+        factory = make_factory(clock)
+        async with open_store(tmp_path / "q.db", factory) as store:
+            await commit_mix(store, factory, clock, 1, 1)
+            up = Uploader(store, url=f"http://127.0.0.1:{listener.getsockname()[1]}", hub_id=HUB,
+                          token="t" * 32, clock=clock, timeout_s=0.5, clock_synced=lambda: True,
+                          sleep=lambda s: asyncio.sleep(0))
+            try:  # generous: the cut is due after 0.5 s; without it the read lasts ~80 minutes
+                r = await asyncio.wait_for(up.sync_once(), 30)
+            finally:
+                stop.set()
+            assert r.outcome == "failed" and ("longer than server.timeout" in r.error
+                                              or "timeout" in r.error), r.error
+            assert await store.depth() == {1: 1, 2: 0, 3: 1}
+
+    try:
+        _run(go())
+    finally:
+        stop.set()
+        listener.close()
