@@ -392,6 +392,19 @@ def validate(raw: dict, problems: _Problems) -> dict:
     return cfg
 
 
+def _check_exit_timing(cfg: dict, problems: _Problems) -> None:
+    """An exit is known only once it has lasted [belt] exit_debounce, so a shorter
+    max_out_of_bed could never be kept: it would fire at the debounce, late and unannounced."""
+    belt, rule = cfg.get("belt"), cfg["rules"].get("night_bed_exit") or {}
+    if not belt or not rule.get("enabled", True):
+        return
+    limit, debounce = rule.get("max_out_of_bed"), belt.get("exit_debounce")
+    if isinstance(limit, (int, float)) and isinstance(debounce, (int, float)) and limit < debounce:
+        problems.add(("rules", "night_bed_exit", "max_out_of_bed"),
+                     f"{limit:g}s is shorter than [belt] exit_debounce ({debounce:g}s): an exit counts "
+                     f"only after the debounce; use at least {debounce:g}s or shorten exit_debounce")
+
+
 def _check_server(server: dict, problems: _Problems) -> None:
     url = server.get("url") or ""
     if not url:
@@ -530,6 +543,7 @@ def load(path: str | os.PathLike | None = None, env=os.environ, *, texts: dict |
     _check_belt(cfg)
     _check_sms(cfg.get("sms"), problems)
     _check_watch(cfg, problems)
+    _check_exit_timing(cfg, problems)
     if not cfg["hub"].get("timezone"):
         try:
             cfg["hub"]["timezone"] = _timezone(system_timezone())

@@ -449,3 +449,18 @@ def test_bad_watch_config_names_file_line_and_key(why, text, key, line, write_co
     assert rc == 78
     assert re.search(rf"^{re.escape(str(path))}:{line}: {re.escape(key)}: \S", out, re.M), out
     assert "Traceback" not in out
+
+
+def test_max_out_of_bed_shorter_than_the_exit_debounce_is_refused(write_config):
+    """Found in review: with exit_debounce 300s and max_out_of_bed 120s the alert came at 300 s,
+    not 120 s. An exit is known only after the debounce, so such a setting cannot be kept."""
+    from hub.config import load
+    path = write_config(MINIMAL + '\n[belt]\nport = "loop://"\nexit_debounce = "300s"\n'
+                        '\n[rules.night_bed_exit]\nmax_out_of_bed = "120s"\n')
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("max_out_of_bed"))
+    expected = f"{path}:{line}: rules.night_bed_exit.max_out_of_bed: 120s is shorter than"
+    assert any(problem.startswith(expected) for problem in e.value.problems), (expected, e.value.problems)
+    path.write_text(path.read_text().replace('"120s"', '"300s"'))
+    assert load(path)["rules"]["night_bed_exit"]["max_out_of_bed"] == 300
