@@ -213,6 +213,101 @@ def test_check_config_runs_as_a_module_without_traceback(write_config):
     assert proc.stderr.startswith(f"{path}:6: ") and "Traceback" not in proc.stderr
 
 
+# --- [sms] and [[sms.phones]] ------------------------------------------------------------------
+SMS = MINIMAL + """
+[sms]
+port = "/dev/carehub-modem"
+when = "always"
+
+[[sms.phones]]
+number = "+8613800000000"
+name = "Duty desk"
+priorities = [2, 1]
+
+[[sms.phones]]
+number = "+8613900000000"
+call = true
+"""
+
+
+def test_sms_phones_are_read_in_order_with_defaults(write_config):
+    cfg = config.load(write_config(SMS))
+    phones = cfg["sms"]["phones"]
+    assert [p["number"] for p in phones] == ["+8613800000000", "+8613900000000"]
+    assert phones[0]["priorities"] == [1, 2] and phones[1]["priorities"] == [1]
+    assert (phones[0]["call"], phones[1]["call"]) == (False, True)
+    assert cfg["sms"]["ack_words"] == ["OK", "1"] and cfg["sms"]["fallback_after"] == 60.0
+    assert cfg["sms"]["quiet_hours"] is None
+
+
+def test_no_sms_table_means_no_modem(write_config):
+    assert config.load(write_config(MINIMAL))["sms"] is None
+
+
+@pytest.mark.parametrize("old, new, key, line, says", [
+    ('number = "+8613800000000"', 'number = "13800000000"', "sms.phones[0].number", 12, "E.164"),
+    ('number = "+8613900000000"', 'number = "+86 139"', "sms.phones[1].number", 17, "E.164"),
+    ("priorities = [2, 1]", "priorities = [0, 1]", "sms.phones[0].priorities", 14, "1, 2 or 3"),
+    ("priorities = [2, 1]", "priorities = []", "sms.phones[0].priorities", 14, "1, 2 or 3"),
+    ("call = true", "cal = true", "sms.phones[1].cal", 18, "did you mean 'call'?"),
+    ('when = "always"', 'when = "sometimes"', "sms.when", 9, "always, fallback"),
+    ('when = "always"', 'when = "always"\nquiet_hours = "22-07"', "sms.quiet_hours", 10, "HH:MM-HH:MM"),
+    ('when = "always"', 'when = "always"\nack_words = "OK"', "sms.ack_words", 10, "list of words"),
+    ('when = "always"', 'when = "always"\nmap_url = "https://x/"', "sms.map_url", 10, "{lat}"),
+    ('number = "+8613900000000"', 'number = "+8613800000000"', "sms.phones[1].number", 17, "listed twice"),
+])
+def test_bad_sms_values_name_file_line_and_key(old, new, key, line, says, write_config):
+    path = write_config(SMS.replace(old, new))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{line}: {key}: "), problem
+    assert says in problem
+
+
+def test_sms_without_phones_or_port_is_refused(write_config):
+    path = write_config(MINIMAL + '\n[sms]\nwhen = "always"\n')
+    problems = problems_of(path)
+    assert any(p.startswith(f"{path}:7: sms.port: is required") for p in problems), problems
+    assert any(": sms.phones: is required" in p for p in problems), problems
+
+
+def test_a_single_phones_table_is_refused_with_the_right_syntax(write_config):
+    path = write_config(SMS.split("[[sms.phones]]")[0] + '[sms.phones]\nnumber = "+8613800000000"\n')
+    [problem] = problems_of(path)
+    assert "sms.phones: must be tables, one [[sms.phones]] each" in problem
+
+
+def test_phones_in_a_dropin_replace_the_main_files(write_config):
+    main = write_config(SMS)
+    write_config('[[sms.phones]]\nnumber = "+8613700000000"\n', "conf.d/10-phones.toml")
+    bad = write_config('[[sms.phones]]\nnumber = "x"\n', "conf.d/20-bad.toml")
+    [problem] = problems_of(main)
+    assert problem.startswith(f"{bad}:2: sms.phones[0].number: ")
+    bad.unlink()
+    assert [p["number"] for p in config.load(main)["sms"]["phones"]] == ["+8613700000000"]
+
+
+def test_pin_file_is_checked_like_the_token(write_config, tmp_path):
+    pin = tmp_path / "pin"
+    pin.write_text("1234\n")
+    pin.chmod(0o600)
+    text = SMS.replace('when = "always"', f'when = "always"\npin_file = "{pin}"')
+    assert config.load(write_config(text))["sms"]["pin_file"] == str(pin)
+    pin.chmod(0o644)
+    [problem] = problems_of(write_config(text))
+    assert ":10: sms.pin_file: " in problem and "chmod 600" in problem
+    pin.chmod(0o600)
+    pin.write_text("12ab\n")
+    [problem] = problems_of(write_config(text))
+    assert "4 to 8 digits" in problem
+    [problem] = problems_of(write_config(text.replace(str(pin), str(tmp_path / "nope"))))
+    assert "does not exist (a file holding the SIM PIN" in problem
+
+
+def test_summary_lists_the_bound_phones(write_config):
+    text = config.summary(config.load(write_config(SMS)))
+    assert "sms: modem on /dev/carehub-modem, when always, phones: Duty desk (P1/2), +8613900000000 (P1)" in text
+
+
 # --- [watch] ---------------------------------------------------------------------------------
 
 def test_no_watch_table_means_no_watch(write_config):
