@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("recording", metavar="RECORDING")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("sms", help="the GSM modem: `sms test NUMBER` sends a test text through it")
+    sms_sub = p.add_subparsers(dest="sms_command", metavar="SUBCOMMAND", required=True)
+    t = sms_sub.add_parser("test", help="send a test text through the configured modem")
+    _config_arg(t)
+    t.add_argument("number", metavar="NUMBER", help="E.164 number to text, e.g. +8613800000000")
+    t.set_defaults(func=cmd_sms_test)
     return parser
 
 
@@ -167,6 +174,17 @@ def cmd_replay(args) -> int:
         _print_problems(e)
         return EX_CONFIG
     return replay.main(cfg, args.recording)
+
+
+def cmd_sms_test(args) -> int:
+    from hub import smstest
+    _setup_logging("error")
+    try:
+        cfg = _load_config(args.config)
+    except ConfigError as e:
+        _print_problems(e)
+        return EX_CONFIG
+    return smstest.main(cfg, args.number)
 
 
 def main(argv=None) -> int:
