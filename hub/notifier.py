@@ -135,11 +135,8 @@ class PhoneNotifier:
 
     # --- sending -----------------------------------------------------------------------------
     async def _round(self) -> None:
-        """Plan every open alert (priority 1 first) and make the deliveries that are due."""
-        if self._dirty:
-            self._dirty = False
-            async with self._lock:
-                await self.store.put_state(sms.STATE_KEY, self.state)
+        """Plan every open alert (priority 1 first) and make the deliveries that are due; then
+        save what events changed, unless a delivery's commit already did (one fsync spared)."""
         open_ids = sorted(self.open_alert_ids(), key=lambda a: (
             self.state["alerts"][a]["alert"].get("priority") or 1, self.state["alerts"][a]["order"]))
         for alert_id in open_ids:
@@ -168,12 +165,18 @@ class PhoneNotifier:
                     await self._ring(delivery)
         if len(self.state["alerts"]) > sms.MAX_REMEMBERED_ALERTS:
             self.state = sms.forget(self.state, self.open_alert_ids())
+            self._dirty = True
+        if self._dirty:
+            async with self._lock:
+                self._dirty = False
+                await self.store.put_state(sms.STATE_KEY, self.state)
 
     async def _record(self, delivery, result: str, *, event_data: dict | None = None) -> None:
         async with self._lock:
             self.state = sms.record(self.state, delivery, result, now=self.clock.now(),
                                     tz=self.settings.tz)
             state = {sms.STATE_KEY: self.state}
+            self._dirty = False
             if event_data is None:
                 await self.store.put_state(sms.STATE_KEY, self.state)
             else:
