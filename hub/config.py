@@ -406,20 +406,43 @@ def _check_server(server: dict, problems: _Problems) -> None:
         problems.add(("server", "ca_file"), f"{show(ca)} does not exist (a PEM bundle, or \"\" for the system store)")
 
 
+def read_one_line_secret(path: str, what: str = "the hub's token") -> str:
+    """A secret file (``server.token_file``, ``sms.pin_file``), read the one way `check-config`
+    and `run` share: surrounding blank lines and spaces are ignored; what remains must be one
+    line of printable ASCII without spaces (a token goes into an HTTP header). Raises ``BadValue``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(65536)
+    except FileNotFoundError:
+        raise BadValue(f"{show(path)} does not exist (a file holding {what} on one line)") from None
+    except OSError as e:
+        raise BadValue(f"{show(path)} cannot be read: {e.strerror or e}") from None
+    token = raw.strip(b" \t\r\n")
+    if not token:
+        raise BadValue(f"{show(path)} is empty (it must hold {what} on one line)")
+    if b"\n" in token:
+        raise BadValue(f"{show(path)} holds more than one line (it must hold {what} on one line)")
+    if not all(0x21 <= b <= 0x7E for b in token):
+        raise BadValue(f"{show(path)}: {what} has spaces, control or non-ASCII characters "
+                       "(it must be printable ASCII on one line)")
+    return token.decode("ascii")
+
+
+def read_token(path: str) -> str:
+    return read_one_line_secret(path, "the hub's token")
+
+
 def _check_secret(path: str, problems: _Problems, kp: tuple, what: str) -> None:
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            token = f.read().strip()
-    except FileNotFoundError:
-        problems.add(kp, f"{show(path)} does not exist (a file holding {what} on one line)")
+        read_one_line_secret(path, what)
+    except BadValue as e:
+        problems.add(kp, str(e))
         return
-    except OSError as e:
-        problems.add(kp, f"{show(path)} cannot be read: {e.strerror}")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
         return
-    if not token:
-        problems.add(kp, f"{show(path)} is empty (it must hold {what} on one line)")
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         problems.add(kp, f"{show(path)} is readable or writable by others (chmod 600, owned by the service user)")
 
 

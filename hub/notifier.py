@@ -244,10 +244,9 @@ def _usable():
 
 
 def read_pin(path: str) -> str | None:
-    if not path:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return f.readline().strip() or None
+    """The SIM PIN from ``pin_file`` (check-config validated it), or None."""
+    from hub.config import read_secret
+    return (read_secret(path) or None) if path else None
 
 
 def build_link(sms_cfg: dict, *, on_status, on_message=None, reset=None, voice=False, **options):

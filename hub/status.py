@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import sys
 
-from hub.app import store_path
+from hub.app import DROPPED_KEY, store_path
 from hub.pipeline import ACTIVE_ALERTS_KEY, DEVICES_KEY
 from offline_queue.store import OVER_QUOTA_KEY, STATUS_STATE_KEYS, read_status
+from offline_queue.uploader import STATE_SYNC
 
 
-def main(cfg: dict, *, as_json: bool = False, out=sys.stdout) -> int:
-    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (DEVICES_KEY, ACTIVE_ALERTS_KEY))
+def main(cfg: dict, *, as_json: bool = False, out=None) -> int:
+    out = out or sys.stdout   # looked up per call: a default bound at import would be stale
+    raw = read_status(store_path(cfg), state_keys=STATUS_STATE_KEYS + (
+        DEVICES_KEY, ACTIVE_ALERTS_KEY, STATE_SYNC, DROPPED_KEY))
     state = raw.pop("state")
     status = dict(raw, hub_id=cfg["hub"]["id"], devices=state.pop(DEVICES_KEY) or {},
                   active_alerts=state.pop(ACTIVE_ALERTS_KEY) or [],
+                  dropped=state.pop(DROPPED_KEY) or {},
                   last_sync=state.get("sync.last_success"), sync=state)
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str), file=out)
@@ -42,7 +46,13 @@ def render(status: dict) -> str:
         lines.append(f"store full since {over.get('since')}: {over.get('used_bytes')} of "
                      f"{over.get('limit_bytes', over.get('quota_bytes'))} bytes, oldest priority-3 "
                      f"events are dropped; {status.get('free_bytes', '?')} bytes free on the disk")
+    dropped = status.get("dropped") or {}
+    lines.append("dropped inputs: " + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+                                        or "none") + " (as of the last heartbeat)")
     lines.append(f"last successful sync: {status.get('last_sync') or 'never'}")
+    server = (status.get("sync") or {}).get(STATE_SYNC)
+    if isinstance(server, dict) and server.get("state"):
+        lines.append(f"server: {server['state']} since {server.get('since')}: {server.get('detail')}")
     recent = status.get("recent") or []
     if recent:
         lines.append("last events:")

@@ -10,6 +10,7 @@ import tomllib
 import pytest
 
 from hub import cli, config
+from hub.clock import SystemClock
 from hub.errors import ConfigError
 from tests.conftest import EXAMPLE, MINIMAL
 
@@ -211,6 +212,106 @@ def test_check_config_runs_as_a_module_without_traceback(write_config):
                           capture_output=True, text=True)
     assert proc.returncode == 78
     assert proc.stderr.startswith(f"{path}:6: ") and "Traceback" not in proc.stderr
+
+
+# --- numbers are numbers ------------------------------------------------------------------
+def _numeric_keys():
+    """Every key of the schema that takes a number or a duration (rules included)."""
+    for table, keys in config.SCHEMA.items():
+        nested = keys.items() if table in config.NESTED_TABLES else [(None, keys)]
+        for sub, schema in nested:
+            for name, key in schema.items():
+                if any(_takes_number(key, probe) for probe in (0, 1.5, 2, 30, 1000, 10 ** 9)):
+                    yield (table, sub, name)
+
+
+def _takes_number(key, probe) -> bool:
+    try:
+        key.parse(probe)
+        return True
+    except Exception as e:
+        return "out of range" in str(e)
+
+
+NUMERIC_KEYS = sorted(_numeric_keys(), key=str)
+
+
+def test_the_schema_has_numeric_keys_to_check():
+    names = {".".join(p for p in k if p) for k in NUMERIC_KEYS}
+    assert {"hub.heartbeat_interval", "store.quota_mb", "server.timeout"} <= names
+    assert any(n.startswith("rules.") for n in names) and len(names) > 20
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_nan_and_infinity_are_rejected_by_every_numeric_key(value, write_config):
+    problems = []
+    for table, sub, name in NUMERIC_KEYS:
+        header = f"[{table}.{sub}]" if sub else f"[{table}]"
+        if table == "hub":
+            text = MINIMAL + f"{name} = {value}\n"
+            line = MINIMAL.count("\n") + 1
+        else:
+            extra = 'port = "/dev/null"\n' if table == "belt" else ""
+            text = MINIMAL + f"\n{header}\n{extra}{name} = {value}\n"
+            line = text.count("\n")
+        path = write_config(text)
+        dotted = ".".join(p for p in (table, sub, name) if p)
+        try:
+            config.load(path)
+        except ConfigError as e:
+            if not any(p.startswith(f"{path}:{line}: {dotted}: ") for p in e.problems):
+                problems.append((dotted, e.problems))
+        else:
+            problems.append((dotted, "accepted"))
+    assert not problems
+
+
+def test_nan_threshold_no_longer_disables_a_rule(write_config):
+    path = write_config(MINIMAL + "\n[rules.hr_high]\nthreshold = nan\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert e.value.problems == [f"{path}:8: rules.hr_high.threshold: nan is not a finite number"]
+
+
+# --- the token file is read one way -----------------------------------------------------------
+def _server(token_file):
+    return MINIMAL + f'\n[server]\nurl = "https://care.example.org/api"\ntoken_file = "{token_file}"\n'
+
+
+@pytest.mark.parametrize("content,token", [
+    ("s3cret\n", "s3cret"), ("\ns3cret\n", "s3cret"), ("  s3cret  \r\n\n", "s3cret"), ("s3cret", "s3cret")])
+def test_check_config_and_run_read_the_same_token(content, token, write_config, tmp_path):
+    from hub.app import build_uploader
+    path = tmp_path / "token"
+    path.write_text(content)
+    path.chmod(0o600)
+    cfg = config.load(write_config(_server(path)))          # check-config's reading
+    uploader = build_uploader(cfg, store=None, clock=SystemClock(), on_ack=None)   # run's reading
+    assert uploader._token == token
+
+
+@pytest.mark.parametrize("content,why", [
+    ("", "is empty"), ("\n \n", "is empty"), ("s3cret\nother\n", "more than one line"),
+    ("s3 cret\n", "spaces"), ("s3cret\x00\n", "control"), ("sécret\n", "non-ASCII")])
+def test_a_token_run_would_refuse_is_refused_by_check_config(content, why, write_config, tmp_path):
+    from hub.app import build_uploader
+    path = tmp_path / "token"
+    path.write_text(content)
+    path.chmod(0o600)
+    cfg_path = write_config(_server(path))
+    with pytest.raises(ConfigError) as e:
+        config.load(cfg_path)
+    [line] = e.value.problems
+    assert line.startswith(f"{cfg_path}:9: server.token_file: ") and why in line
+    # and run, handed the same file (it changed after check-config), says the same
+    good = tmp_path / "good"
+    good.write_text("ok\n")
+    good.chmod(0o600)
+    cfg = config.load(write_config(_server(good)))
+    cfg["server"]["token_file"] = str(path)
+    with pytest.raises(ConfigError) as e:
+        build_uploader(cfg, store=None, clock=SystemClock(), on_ack=None)
+    assert why in e.value.problems[0]
 
 
 # --- [sms] and [[sms.phones]] ------------------------------------------------------------------
