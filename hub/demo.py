@@ -1,8 +1,9 @@
 """`carehub demo`: the whole hub on simulated devices, with an embedded community-server receiver.
 
 No hardware, no network, no root. A simulated bed radar plays a night into a real
-pseudo-terminal, the resident's panel is on gpiozero's mock pins, the receiver listens on a free
-loopback port, and the hub's clock is driven by the simulation: each frame is written at its own
+pseudo-terminal, the resident's panel is on gpiozero's mock pins, a GSM modem is simulated on
+another pseudo-terminal (the SOS comes while the internet is down: the duty desk's phone gets
+the text and answers OK), the receiver listens on a free loopback port, and the hub's clock is driven by the simulation: each frame is written at its own
 simulated instant and the next waits until the hub has judged it, at most `speed` times faster
 than real time. A night passes in about a minute and gives the same alerts on any machine load. Every committed event is
 printed, with the panel's light and sound and what reaches the server.
@@ -59,7 +60,20 @@ protocol = "micradar"
 [gpio]
 pin_factory = "mock"
 sos_hold = "0.5s"
+
+[sms]
+port = "{modem}"
+when = "always"
+language = "en"
+resident_name = "Wang Fang"
+address = "88 Garden Road, Building 5, Flat 302"
+
+[[sms.phones]]
+number = "{phone}"
+name = "Duty desk"
+priorities = [1]
 """
+PHONE = "+8613800000000"
 
 
 def demo_plan() -> simulator.NightPlan:
@@ -86,6 +100,8 @@ class Printer:
             if self.vitals % VITALS_EVERY:
                 return
             what = f"heart {d.get('hr_avg_bpm')} bpm, breathing {d.get('rr_avg_per_min')}/min"
+        elif e.type == "alert.notified":
+            what = f"{d.get('channel')} to {d.get('to')} ({d.get('name', '')}): {d.get('result')}"
         elif e.type.startswith("alert."):
             what = f"{d.get('rule', '')} {d.get('message') or d.get('reason') or d.get('by') or ''}".strip()
         elif e.type == "device.status":
@@ -119,8 +135,12 @@ async def _run(speed: float, workdir: Path, out) -> int:
     belt = workdir / "belt"
     belt.symlink_to(os.ttyname(slave))
     cfg_path = workdir / "config.toml"
+    from drivers.modem.simulator import FakeModem
+    from offline_queue.receiver import Fault
+    modem = FakeModem().start()
     cfg_path.write_text(DEMO_CONFIG.format(tz=TZ, state_dir=workdir / "state", url=server.url,
-                                           token_file=token_file, belt=belt))
+                                           token_file=token_file, belt=belt, modem=modem.port,
+                                           phone=PHONE))
     cfg = config.load(cfg_path)
 
     start = datetime.now(tz).replace(hour=23, minute=0, second=0, microsecond=0)
@@ -133,7 +153,8 @@ async def _run(speed: float, workdir: Path, out) -> int:
 
     def committed(e):
         printer.event(e)
-        if e.type == "alert.raised" and e.data.get("priority", e.priority) == 1:
+        if e.type == "alert.raised" and e.data.get("priority", e.priority) == 1 \
+                and e.data.get("rule") != "sos":   # the SOS is answered by the duty desk's phone
             timer = threading.Timer(STAFF_ACK_AFTER_S, staff_ack, args=(e.data["alert_id"],))
             timer.daemon = True
             timer.start()
@@ -152,11 +173,20 @@ async def _run(speed: float, workdir: Path, out) -> int:
         script = simulator.night_script(demo_plan())
         engine = hub.runner.pipeline.engine
 
+        phone = asyncio.create_task(_phone(modem, printer))
+
         async def press_sos():
+            server.faults.hold(Fault("status", 503))
+            printer.line("      (the home's internet is down: the community server answers 503)")
             await _press_sos(hub, printer, cfg["gpio"]["sos_hold"])
-            # the night waits for the staff's answer, so it is shown on any machine load
+            # the night waits for the text and the answer, so they are shown on any machine load
+            await _until(lambda: any("SOS" in t.text for t in modem.texts()), timeout_s=60)
+            printer.line(f"      (the duty desk replies OK from {PHONE})")
+            modem.inject_sms(PHONE, "OK")
             await _until(lambda: any(a["rule"] == "sos" and a["stage"] == "acked"
                                      for a in engine.active_alerts()), timeout_s=60)
+            server.faults.clear()
+            printer.line("      (the internet is back)")
 
         await play_in_step(master, script, speed=speed, step_s=STEP_S, at={SOS_AT_S: press_sos},
                            set_time=lambda t: clock.advance(t - clock.monotonic()),
@@ -166,7 +196,10 @@ async def _run(speed: float, workdir: Path, out) -> int:
         await _drain(hub, timeout_s=10)
         events = server.events()
     finally:
+        if "phone" in locals():
+            phone.cancel()
         await hub.stop()
+        modem.close()
         server.shutdown()
         server.server_close()
         os.close(master)
@@ -175,7 +208,24 @@ async def _run(speed: float, workdir: Path, out) -> int:
     print(f"\nThe community server received {len(events)} events, {len(alerts)} alerts:", file=out)
     for a in alerts:
         print(f"  priority {a['data']['priority']}  {a['data']['rule']}: {a['data']['message']}", file=out)
+    for e in events:
+        d = e["data"]
+        if e["type"] == "alert.notified":
+            print(f"  {d['channel']} to {d['to']} ({d.get('name', '')}): {d['result']}", file=out)
+        elif e["type"] == "alert.acknowledged":
+            print(f"  acknowledged {d.get('rule')} by {d.get('by')}", file=out)
     return 0
+
+
+async def _phone(modem, printer: Printer) -> None:
+    """Print each text as the bound phone's simulated modem receives it."""
+    shown = 0
+    while True:
+        texts = modem.texts()
+        for text in texts[shown:]:
+            printer.line(f"      SMS to {text.number}: {text.text}")
+        shown = len(texts)
+        await asyncio.sleep(0.05)
 
 
 async def _press_sos(hub: Hub, printer: Printer, hold_s: float) -> None:

@@ -157,7 +157,8 @@ class PhoneNotifier:
             plan = sms.plan(alert, self.settings, self.state, now=self.clock.now(),
                             since_raised_s=since, server_accepted=accepted)
             for delivery in plan.deliveries:
-                if self._stopped.is_set() or self.state["alerts"][alert_id].get("acked_by"):
+                current = self.state["alerts"].get(alert_id, {})
+                if self._stopped.is_set() or current.get("acked_by") or current.get("closed"):
                     break
                 if delivery.channel == sms.SMS:
                     await self._text(delivery)
@@ -182,7 +183,21 @@ class PhoneNotifier:
             else:
                 await self.store.commit(self.factory.make(sms.ALERT_NOTIFIED, event_data), state=state)
 
+    def _still_wanted(self, alert_id: str) -> bool:
+        entry = self.state["alerts"].get(alert_id, {})
+        return not (self._stopped.is_set() or entry.get("acked_by") or entry.get("closed"))
+
     async def _text(self, delivery) -> None:
+        # While the modem is not usable, the alert may be acknowledged or resolved: then no text.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.send_deadline_s
+        while not await self.link.wait_usable(min(self.replan_s, max(0.0, deadline - loop.time()))):
+            if not self._still_wanted(delivery.alert_id):
+                return
+            if loop.time() >= deadline:
+                break
+        if not self._still_wanted(delivery.alert_id):
+            return
         await self._record(delivery, sms.PENDING)   # a restart from here on sends again
 
         async def attempt(r) -> None:
@@ -196,7 +211,8 @@ class PhoneNotifier:
             await self._record(delivery, r.result, event_data=data)
 
         r = await self.link.send_text(delivery.phone.number, delivery.text,
-                                      deadline_s=self.send_deadline_s, on_attempt=attempt)
+                                      deadline_s=max(0.0, deadline - loop.time()) or 0.001,
+                                      on_attempt=attempt)
         if r.ok:
             LOGGER.info("alert %s texted to %s", delivery.alert_id, delivery.phone.name or delivery.phone.number)
 
