@@ -205,10 +205,10 @@ class Bench:
         await asyncio.wait_for(self.task, 15)
         await self.store.close()
 
-    async def raise_alert(self, rule="sos", priority=1):
+    async def raise_alert(self, rule="sos", priority=1, details=None):
         event = self.factory.make("alert.raised", {"alert_id": f"a-{rule}", "rule": rule,
                                                    "priority": priority, "message": rule,
-                                                   "details": {}}, priority)
+                                                   "details": details or {}}, priority)
         return await self.store.commit(event)
 
     async def notified(self) -> list[dict]:
@@ -352,3 +352,14 @@ def test_sms_test_on_a_port_that_does_not_exist(write_config, tmp_path, capsys):
     assert main(["sms", "test", "--config", str(sms_config(write_config, tmp_path / "no-modem")), DESK]) == 1
     err = capsys.readouterr().err
     assert "disconnected" in err and "Traceback" not in err
+
+
+@run_async
+async def test_the_text_carries_the_watch_location_when_the_alert_has_one(tmp_path):
+    location = {"lat": 31.23042, "lon": 121.4737, "accuracy_m": 15, "age_s": 40}
+    with FakeModem() as modem:
+        async with Bench(tmp_path, modem) as b:
+            await b.raise_alert("sos", details={"location": location})
+            await wait_until(lambda: modem.texts(), 30)
+    [text] = modem.texts()
+    assert "mlat=31.23042&mlon=121.47370" in text.text and "±15 m" in text.text
