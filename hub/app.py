@@ -103,6 +103,8 @@ class Hub:
         if self.notifier.watchdog_interval_s:
             interval = self.notifier.watchdog_interval_s
             self.supervise("watchdog", lambda: self._watchdog_loop(interval))
+        from hub import lastgood
+        await lastgood.after_start(self.cfg, self.store, self.factory)
         self.notifier.ready(self.describe())
         LOGGER.info("carehub %s running: %s", __version__, self.describe())
 
@@ -249,6 +251,8 @@ class Hub:
             parts.append(f"server {self.uploader.state or 'not reached yet'}")
         elif not self.cfg["server"]["url"]:
             parts.append("offline only")
+        if self.cfg.get("_rejected"):
+            parts.append(f"configuration rejected ({len(self.cfg['_rejected'])} problem(s)): on the last good one")
         return "; ".join(parts)
 
     # --- loops ------------------------------------------------------------------------------

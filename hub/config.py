@@ -495,15 +495,21 @@ def system_timezone() -> str:
         return "UTC"
 
 
-def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
-    """Read, merge and validate; raise ConfigError with every problem at once."""
-    files = config_files(path, env)
+def load(path: str | os.PathLike | None = None, env=os.environ, *, texts: dict | None = None) -> dict:
+    """Read, merge and validate; raise ConfigError with every problem at once.
+
+    ``texts`` ({path: text}, in order) stands in for the files: the last good configuration
+    kept in the state dir is validated again this way (hub/lastgood.py).
+    """
+    files = [Path(p) for p in texts] if texts is not None else config_files(path, env)
     origin: dict = {}
     merged: dict = {}
+    sources: dict[str, str] = {}
     problems = _Problems(origin, files[0])
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = texts[str(file)] if texts is not None else file.read_text(encoding="utf-8")
+            sources[str(file)] = text
         except FileNotFoundError:
             problems.lines.append(f"{file}:1: (file): does not exist (give --config PATH or set {ENV_VAR})")
             continue
@@ -518,7 +524,7 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         source = Source(file, key_lines(text))
         _merge(merged, doc, origin, source)
     if problems.lines and not merged:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg = validate(merged, problems)
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
@@ -530,9 +536,21 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         except BadValue:
             cfg["hub"]["timezone"] = "UTC"
     if problems.lines:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg["_files"] = [str(f) for f in files]
+    cfg["_sources"] = sources
     return cfg
+
+
+def _in_file_order(lines: list[str], files: list[Path]) -> list[str]:
+    """Problems in the order a technician reads them: file by file, line by line."""
+    order = {str(f): i for i, f in enumerate(files)}
+
+    def key(line: str):
+        m = re.match(r"(.*?):(\d+): ", line)
+        return (order.get(m.group(1), len(order)), int(m.group(2))) if m else (len(order), 0)
+
+    return sorted(lines, key=key)
 
 
 def _syntax_problem(file: Path, text: str, err: tomllib.TOMLDecodeError) -> str:

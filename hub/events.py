@@ -25,6 +25,7 @@ PRIORITY_BY_TYPE = {
     "hub.heartbeat": 3,
     "store.evicted": 2,
     "store.reset": 2,
+    "hub.config_rejected": 2,
     "store.damaged": 2,
 }
 

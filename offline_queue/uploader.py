@@ -347,7 +347,7 @@ class Uploader:
             return
         previous, self.state = self.state, state
         if state == ONLINE:
-            LOGGER.info("community server reachable again at %s", self.url)
+            LOGGER.info("community server %s at %s", "reachable again" if previous else "reached", self.url)
         elif state == UNAUTHORISED:
             LOGGER.error("community server refuses this hub's token (%s); keeping every event,"
                          " retrying every %.0f s — check server.token_file", detail, self.auth_backoff_s)

@@ -363,3 +363,27 @@ async def test_the_text_carries_the_watch_location_when_the_alert_has_one(tmp_pa
             await wait_until(lambda: modem.texts(), 30)
     [text] = modem.texts()
     assert "mlat=31.23042&mlon=121.47370" in text.text and "±15 m" in text.text
+
+
+# --- carehub doctor: the modem check ------------------------------------------------------------
+
+def test_doctor_checks_the_modem_sim_registration_and_signal(write_config):
+    from hub import doctor
+    with FakeModem() as modem:
+        cfg = config.load(sms_config(write_config, modem.port))
+        check = doctor.check_modem(cfg, seconds=1.0)
+    assert check.status == doctor.PASS, check
+    assert "home" in check.detail and "dBm" in check.detail and "CHINA MOBILE" in check.detail
+
+
+def test_doctor_fails_a_modem_without_sim_with_its_fix(write_config):
+    from hub import doctor
+    with FakeModem(Faults(sim="absent")) as modem:
+        cfg = config.load(sms_config(write_config, modem.port))
+        check = doctor.check_modem(cfg, seconds=1.0)
+    assert check.status == doctor.FAIL and "no_sim" in check.detail and "SIM" in check.fix
+
+
+def test_doctor_without_sms_skips_the_modem(write_config):
+    from hub import doctor
+    assert doctor.check_modem(config.load(write_config(MINIMAL)), 1.0).status == doctor.SKIP
