@@ -413,8 +413,8 @@ def check_modem(cfg: dict, seconds: float) -> Check:
         if seen:   # the daemon holds the port: its last report says how the modem is
             return _modem_verdict(seen.get("state", ""), seen.get("registration"), seen.get("dbm"),
                                   seen.get("operator", ""), f"{sms['port']} (as the running hub reports)")
-    if state is None:
-        state = "no_answer"
+    if state is None:   # still initialising: it answered, but waits for the network
+        state = "not_registered" if registration is not None else "no_answer"
     if state not in ("ready", "not_registered", "send_failing"):
         reason = info.get("reason", "")
         return Check("modem", FAIL, f"{sms['port']}: {state}" + (f" ({reason})" if reason else ""),
