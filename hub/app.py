@@ -88,6 +88,7 @@ class Hub:
         self.uploader = None
         self.runner = None
         self.feed = None
+        self.phones = None   # hub.notifier.PhoneNotifier when [sms] is configured
         self.show_listeners: list = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -223,6 +224,9 @@ class Hub:
                                            on_status=lambda state, detail: self.notifier.status(self.describe()),
                                            make_event=self.factory.make)
             comps.append(self.uploader)
+        if cfg["sms"] is not None:
+            self.phones = build_phone_notifier(cfg, self, runner)
+            comps.append(self.phones)
         return comps
 
     def _show(self, led: str, buzzer: str) -> None:
@@ -412,6 +416,21 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
     if pin_factory is None and gpio["pin_factory"]:
         pin_factory = make_pin_factory(gpio["pin_factory"])
     return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
+
+
+def build_phone_notifier(cfg: dict, hub: "Hub", runner: "PipelineRunner"):
+    """[sms]: the modem link and the notifier; a reply's ack goes the way a server ack goes."""
+    from hub.notifier import PhoneNotifier, build_link, build_reset
+    from hub.sms import Settings
+    sms_cfg = cfg["sms"]
+    voice = any(p["call"] for p in sms_cfg["phones"])
+    link = build_link(sms_cfg, on_status=lambda state, info: runner.put(LinkStatus("modem", state, info)),
+                      reset=build_reset(sms_cfg, hub.pin_factory), voice=voice)
+    phones = PhoneNotifier(Settings.from_config(cfg), link, hub.store, hub.factory, hub.clock,
+                           on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)))
+    link.on_message = phones.incoming
+    hub.store.subscribe(phones.committed)
+    return phones
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None, make_event=None):

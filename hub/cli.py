@@ -143,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=BELT_PROTOCOLS,
                    help="protocol the recording was made with (default: [belt] protocol, else micradar)")
     p.add_argument("recording", metavar="RECORDING")
+
+    p = _command(sub, "sms", "the GSM modem: `carehub sms test NUMBER` sends a test text through it",
+                 "The bound phones' modem ([sms]). `test` opens the modem as the daemon does (stop "
+                 "the daemon first: one owner of the port), waits for it, prints operator and signal, "
+                 "and sends one test text; exit 0 when it went, 1 with the modem's state and a fix.",
+                 "carehub sms test --config /etc/carehub/config.toml +8613800000000", None)
+    sms_sub = p.add_subparsers(dest="sms_command", metavar="SUBCOMMAND", required=True)
+    t = sms_sub.add_parser("test", help="send a test text through the configured modem")
+    _config_arg(t)
+    t.add_argument("number", metavar="NUMBER", help="E.164 number to text, e.g. +8613800000000")
+    t.set_defaults(func=cmd_sms_test)
     return parser
 
 
@@ -255,6 +266,17 @@ def cmd_replay(args) -> int:
             cfg["belt"] = config.load(texts={"(replay defaults)": REPLAY_DEFAULTS.format(
                 protocol=args.protocol)})["belt"]
     return replay.main(cfg, args.recording)
+
+
+def cmd_sms_test(args) -> int:
+    from hub import smstest
+    _setup_logging("error")
+    try:
+        cfg = _load_config(args.config)
+    except ConfigError as e:
+        _print_problems(e)
+        return EX_CONFIG
+    return smstest.main(cfg, args.number)
 
 
 def cmd_doctor(args) -> int:

@@ -1,7 +1,9 @@
 """`carehub demo`: the whole hub on simulated devices, with an embedded community-server receiver.
 
 No hardware, no root, no network. A simulated bed radar plays a night into a real
-pseudo-terminal, the resident's panel is on gpiozero's mock pins, and the receiver listens on a
+pseudo-terminal, the resident's panel is on gpiozero's mock pins, a GSM modem is simulated on
+another (the SOS comes while the internet is down: the duty desk's phone is texted and replies
+OK), and the receiver listens on a
 free loopback port. The hub's clock is driven by the simulation: each frame is written at its own
 simulated instant and the next waits until the hub has judged it, at most ``speed`` times faster
 than real time, so a run gives the same alerts on any machine load.
@@ -78,7 +80,21 @@ stale_timeout = "90s"
 [gpio]
 pin_factory = "mock"
 sos_hold = "{sos_hold}s"
+
+# a GSM modem on a pseudo-terminal: the duty desk's phone is texted priority-1 alerts
+[sms]
+port = "{modem}"
+when = "always"
+language = "en"
+resident_name = "Wang Fang"
+address = "88 Garden Road, Building 5, Flat 302"
+
+[[sms.phones]]
+number = "{phone}"
+name = "Duty desk"
+priorities = [1]
 """
+PHONE = "+8613800000000"
 
 
 def demo_plan() -> simulator.NightPlan:
@@ -216,6 +232,7 @@ class Demo:
         self.board = Board(pace=f"{speed:g}x real time")
         self.hub: Hub | None = None
         self.server = None
+        self.modem = None
         self.next_status_s = STATUS_EVERY_S
 
     # --- committed events ------------------------------------------------------------------
@@ -237,7 +254,8 @@ class Demo:
             if row is None:
                 row = b.alerts[d["alert_id"]] = AlertRow(d["alert_id"], d.get("rule", "?"),
                                                          d.get("priority", e.priority), "pending")
-            row.state = e.type.removeprefix("alert.")
+            if e.type != "alert.notified":   # a text about the alert is not a change of its state
+                row.state = e.type.removeprefix("alert.")
             if e.type == "alert.raised":
                 row.priority = d.get("priority", e.priority)
                 row.raised_sim = self.sim_hms()
@@ -313,6 +331,9 @@ class Demo:
         v.before_stamp = follow
         try:
             pin = hub.pin_factory.pin(hub.cfg["gpio"]["sos_pin"])
+            from offline_queue.receiver import Fault
+            self.server.faults.hold(Fault("status", 503))
+            v.line("      the home's internet is down: the community server answers 503")
             v.line(f"      the resident presses SOS and holds it ({SOS_HOLD_S:g} s, real time)")
             pressed = time.monotonic()
             pin.drive_low()
@@ -324,19 +345,33 @@ class Demo:
             if sos is None:
                 v.line("      no SOS alert was raised (see the log above)")
                 return
-            await _until(lambda: sos.latency_s is not None, REALTIME_TIMEOUT_S)
+            # the home's internet is down: the bound phone is texted through the GSM modem
+            await _until(lambda: any("SOS" in s.text for s in self.modem.texts()), REALTIME_TIMEOUT_S)
             await asyncio.sleep(STAFF_REACTION_S)
-            await asyncio.to_thread(self.server.ack, sos.alert_id, "staff (demo)")
+            v.line(f"      the duty desk replies OK from {PHONE}, {STAFF_REACTION_S:g} s after the text (real)")
             acked = time.monotonic()
-            v.line(f"      staff acknowledge it at the server, {STAFF_REACTION_S:g} s after it arrived (real)")
+            self.modem.inject_sms(PHONE, "OK")
             await _until(lambda: any(a["alert_id"] == sos.alert_id and a["stage"] == "acked"
                                      for a in engine.active_alerts()), REALTIME_TIMEOUT_S)
-            v.line(f"      the hub heard of it at its next sync, {time.monotonic() - acked:.1f} s later (real)")
+            v.line(f"      the hub took the reply as an acknowledgement, {time.monotonic() - acked:.1f} s later (real)")
+            self.server.faults.clear()
+            v.line("      the internet is back: the alert, the text's record and the ack go to the server")
+            await _until(lambda: sos.latency_s is not None, REALTIME_TIMEOUT_S)
         finally:
             follower.cancel()
             v.before_stamp = None
             b.pace = previous_pace
             v.line(f"---- back to {self.speed:g}x ----")
+
+    async def phone(self) -> None:
+        """Show each text as the bound phone's simulated modem receives it."""
+        shown = 0
+        while True:
+            texts = self.modem.texts()
+            for sms in texts[shown:]:
+                self.view.line(f"      SMS to {sms.number}: {sms.text}")
+            shown = len(texts)
+            await asyncio.sleep(0.05)
 
     def _sos(self) -> AlertRow | None:
         return next((a for a in self.board.alerts.values() if a.rule == "sos" and a.committed_real), None)
@@ -364,8 +399,11 @@ class Demo:
         belt = workdir / "belt"
         belt.symlink_to(os.ttyname(slave))
         cfg_path = workdir / "config.toml"
+        from drivers.modem.simulator import FakeModem
+        self.modem = FakeModem().start()
         cfg_path.write_text(DEMO_CONFIG.format(tz=TZ, state_dir=workdir / "state", url=server.url,
-                                               token_file=token_file, belt=belt, sos_hold=SOS_HOLD_S))
+                                               token_file=token_file, belt=belt, sos_hold=SOS_HOLD_S,
+                                               modem=self.modem.port, phone=PHONE))
         cfg = config.load(cfg_path)
         self.hub = hub = Hub(cfg, clock=self.clock, pin_factory=MockFactory())
         hub.tick_s = max(0.01, 20.0 / self.speed)
@@ -377,7 +415,8 @@ class Demo:
             f"  simulated bed radar on a pseudo-terminal, the resident's panel on mock GPIO pins, a community",
             f"  server on {server.url} (loopback only): no hardware, no root, no network.",
             "  Scenario: to bed at 23:05; up at 02:00 for 35 min (alert); no vital signs at 04:00",
-            "  (alert); SOS held at 04:40 and acknowledged by staff, both in real time; up at 07:00 (report).",
+            "  (alert); SOS held at 04:40 while the internet is down: the duty desk's phone gets a text",
+            "  and replies OK, in real time; up at 07:00 (report).",
             "  sim = the night's simulated clock; real = real time since the demo started.",
             ""]
         for text in v.header:
@@ -387,6 +426,7 @@ class Demo:
             hub.store.subscribe(self.committed)   # before start: the first events count too
             await hub.start()
             watcher = asyncio.create_task(self.watch())
+            phone = asyncio.create_task(self.phone())
             engine = hub.runner.pipeline.engine
             await simulator.play_in_step(
                 master, simulator.night_script(demo_plan()), speed=self.speed, step_s=STEP_S,
@@ -403,7 +443,9 @@ class Demo:
         finally:
             if watcher is not None:
                 watcher.cancel()
+                phone.cancel()
             await hub.stop()
+            self.modem.close()
             server.shutdown()
             total = self._received_count()
             server.server_close()

@@ -358,6 +358,70 @@ def check_store(cfg: dict) -> Check:
     return Check("store", PASS, f"{path}: integrity ok")
 
 
+def _daemon_modem(cfg: dict) -> dict | None:
+    """The running daemon's last modem report (``hub.devices`` in its store), if any."""
+    from hub.app import store_path
+    from hub.pipeline import DEVICES_KEY
+    from offline_queue.store import StoreError, read_status
+    try:
+        devices = read_status(store_path(cfg), state_keys=(DEVICES_KEY,))["state"][DEVICES_KEY]
+    except (StoreError, KeyError, TypeError):
+        return None
+    return (devices or {}).get("modem")
+
+
+def _modem_verdict(state: str, registration, dbm, operator: str, via: str) -> Check:
+    from hub.smstest import ADVICE
+    registered = registration in (1, 5, 6, 7, 9, 10)
+    detail = (f"{via}: {state}, SIM ready, registration {registration} "
+              f"({'home' if registration == 1 else 'roaming' if registration == 5 else 'registered' if registered else 'not registered'}), "
+              f"operator {operator or 'unknown'}, signal {f'{dbm} dBm' if dbm is not None else 'unknown'}")
+    if state not in ("ready", "not_registered", "send_failing"):
+        return Check("modem", FAIL, f"{via}: {state}", ADVICE.get(state, "see docs/sms.md"))
+    if not registered:
+        return Check("modem", FAIL, detail, ADVICE["not_registered"])
+    if dbm is not None and dbm < -93:   # +CSQ rssi below 10: texts may not get through
+        return Check("modem", FAIL, detail, "weak signal: move the modem or its antenna (a window, "
+                     "higher up, away from metal), or fit an external antenna")
+    return Check("modem", PASS, detail + "; `carehub sms test NUMBER` sends a test text")
+
+
+def check_modem(cfg: dict, seconds: float) -> Check:
+    """SIM, registration and signal: from the modem itself, or from the running daemon, which
+    owns the port while it runs."""
+    sms = cfg.get("sms")
+    if not sms:
+        return Check("modem", SKIP, "no [sms] in the configuration")
+    import asyncio
+    from hub.notifier import build_link
+    from hub.smstest import ADVICE, _usable_or_failed
+
+    async def probe():
+        link = build_link(sms, on_status=lambda s, i: None)
+        task = asyncio.create_task(link.run())
+        try:
+            await _usable_or_failed(link, max(seconds, 20.0))
+            return link.state, link.registration, link.status.dbm, link.operator, (link.info or {})
+        finally:
+            link.stop()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+
+    state, registration, dbm, operator, info = asyncio.run(probe())
+    if state == "disconnected":
+        seen = _daemon_modem(cfg)
+        if seen:   # the daemon holds the port: its last report says how the modem is
+            return _modem_verdict(seen.get("state", ""), seen.get("registration"), seen.get("dbm"),
+                                  seen.get("operator", ""), f"{sms['port']} (as the running hub reports)")
+    if state is None:   # still initialising: it answered, but waits for the network
+        state = "not_registered" if registration is not None else "no_answer"
+    if state not in ("ready", "not_registered", "send_failing"):
+        reason = info.get("reason", "")
+        return Check("modem", FAIL, f"{sms['port']}: {state}" + (f" ({reason})" if reason else ""),
+                     ADVICE.get(state, "see docs/sms.md"))
+    return _modem_verdict(state, registration, dbm, operator, sms["port"])
+
+
 def check_service(systemctl: str = "systemctl") -> Check:
     if not Path("/run/systemd/system").is_dir() or not shutil.which(systemctl):
         return Check("service", SKIP, "not under systemd here")
@@ -379,7 +443,7 @@ def run_checks(path=None, *, seconds: float = 5.0, clock_synced: Callable[[], bo
     if cfg is None:
         return checks + [Check(n, SKIP, "needs a valid configuration") for n in (
             "placeholders", "serial port", "belt frames", "belt placement", "bluetooth adapter",
-            "watch seen", "gpio chip", "server", "disk", "store")] + [check_clock(clock_synced), check_service()]
+            "watch seen", "gpio chip", "modem", "server", "disk", "store")] + [check_clock(clock_synced), check_service()]
     checks.append(check_placeholders(cfg))
     checks.append(check_serial_port(cfg, service_user))
     if checks[-1].status == FAIL:
@@ -388,6 +452,7 @@ def run_checks(path=None, *, seconds: float = 5.0, clock_synced: Callable[[], bo
         checks += check_frames(cfg, seconds)
     checks += check_ble(cfg, seconds)
     checks.append(check_gpio(cfg, service_user))
+    checks.append(check_modem(cfg, seconds))
     checks.append(check_server(cfg))
     checks.append(check_clock(clock_synced))
     checks.append(check_disk(cfg))

@@ -907,6 +907,14 @@ class Store:
     def last_seq(self) -> int:
         return self._read(_last_seq)
 
+    def is_pending(self, event_id: str) -> bool:
+        """True while the server has not accepted the event: still queued, or dead-lettered
+        (refused). False once it was delivered, and for an id this store never held."""
+        return self._read(lambda conn: conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE id = ?)"
+            " OR EXISTS (SELECT 1 FROM dead_letters WHERE id = ?)", (event_id, event_id)
+        ).fetchone()[0] == 1)
+
     def used_bytes(self) -> int:
         """Bytes the quota counts: database pages in use (not on the free list) plus the WAL."""
         return self._read(lambda conn: _used_bytes(conn, self.path))
@@ -1174,6 +1182,9 @@ class AsyncStore:
 
     async def last_seq(self) -> int:
         return await self._call("last_seq")
+
+    async def is_pending(self, event_id: str) -> bool:
+        return await self._call("is_pending", event_id)
 
     async def used_bytes(self) -> int:
         return await self._call("used_bytes")
