@@ -334,7 +334,18 @@ async def run(cfg: dict, *, hub: Hub | None = None) -> int:
 
 
 def main(cfg: dict) -> int:
+    _without_charset_detection()
     return asyncio.run(run(cfg))
+
+
+def _without_charset_detection() -> None:
+    """requests imports charset_normalizer, when it can, to guess the encoding of text replies:
+    4 MB of the daemon's 40 MB. The uploader decodes only JSON bytes itself, and requests runs
+    without a detector (``apparent_encoding`` falls back to UTF-8), so the daemon keeps it out."""
+    import sys
+    if "requests" not in sys.modules:
+        sys.modules.setdefault("charset_normalizer", None)
+        sys.modules.setdefault("chardet", None)
 
 
 class PipelineRunner:
