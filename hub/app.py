@@ -22,6 +22,7 @@ from hub.feed import LiveFeed, feed_path
 from hub.notify import Notifier
 from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
 from hub.rules.observations import ButtonPress, StaffAck
+from hub.watch import WatchReported
 from drivers.belt.link import BeltLink
 from offline_queue.store import AsyncStore
 
@@ -65,6 +66,9 @@ class Hub:
         self.runner = None
         self.feed = None
         self.show_listeners: list = []
+        self.watch = None
+        self.watch_recorder = None      # a drivers.watch.recording.WatchRecorder, if recording
+        self.watch_options: dict = {}   # more WatchLink arguments: a simulated watch's backends
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +154,11 @@ class Hub:
                 handshake=runner.pipeline.decoder.handshake_frames())
             runner.link = link
             comps.append(link)
+        if cfg.get("watch") is not None:
+            self.watch = build_watch(cfg["watch"], self.clock,
+                                     on_report=lambda r: runner.put(WatchReported(r)),
+                                     recorder=self.watch_recorder, **self.watch_options)
+            comps.append(self.watch)
         if cfg["server"]["url"]:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
             self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
@@ -295,6 +304,8 @@ class PipelineRunner:
             if self.link is not None:
                 for frame in p.decoder.take_outgoing():
                     await self.link.write(frame)
+        elif isinstance(item, WatchReported):
+            await p.watch_report(item.report)
         elif isinstance(item, tuple) and item[0] == "belt":
             _, state, info = item
             await p.device_status("belt", state, info)
@@ -323,6 +334,17 @@ def build_panel(gpio: dict, pin_factory, loop, on_press):
     if pin_factory is None and gpio["pin_factory"]:
         pin_factory = make_pin_factory(gpio["pin_factory"])
     return Panel.from_config(gpio, pin_factory, on_press=on_press, loop=loop)
+
+
+def build_watch(w: dict, clock, on_report, recorder=None, **options):
+    """The watch's BLE link. It only ever waits: an absent watch never blocks the hub."""
+    from drivers.watch.link import WatchLink
+    from drivers.watch.profiles import profile_from_config
+    kwargs = dict(clock=clock, offline_grace_s=w["offline_grace"], reconnect_max_s=w["reconnect_max"],
+                  battery_interval_s=w["battery_interval"], scan_timeout_s=w["scan_timeout"],
+                  dedupe_s=w["sos_dedupe"], recorder=recorder)
+    return WatchLink(w["address"], profile_from_config(w), on_report=on_report, on_status=on_report,
+                     **{**kwargs, **options})
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
