@@ -47,9 +47,15 @@ class PrintSink:
         pass
 
 
-async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
-    """Drive the pipeline from ``chunks`` (recording.Chunk: t, source, data) as fast as possible."""
+async def replay(cfg: dict, chunks, *, out=sys.stdout, watch=None) -> PrintSink:
+    """Drive the pipeline from ``chunks`` (recording.Chunk: t, source, data) as fast as possible.
+
+    ``watch``: the recording's watch records (drivers/watch/recording.py) in file order, one per
+    ``"watch"`` chunk; they go through today's watch decoder on the replay's clock, so the
+    de-duplication and a fix's age come out as they did live. Without it watch lines are skipped.
+    """
     sink = PrintSink(out)
+    decoder = _watch_decoder(cfg) if watch is not None else None
     clock = pipeline = None
     t0: datetime | None = None
     next_tick = TICK_S
@@ -71,7 +77,28 @@ async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
         _move(clock, t0, offset)
         if chunk.source == "belt" and pipeline.decoder is not None:
             await pipeline.belt_bytes(chunk.data)
+        elif chunk.source == "watch" and decoder is not None:
+            for report in _watch_reports(decoder, next(watch), clock.monotonic()):
+                await pipeline.watch_report(report)
     return sink
+
+
+def _watch_decoder(cfg: dict):
+    from drivers.watch.decoder import DEDUPE_S, WatchDecoder
+    from drivers.watch.profiles import make_profile, profile_from_config
+    w = cfg.get("watch")
+    if w is None:   # no [watch] table: the SIG characteristics and an iTag button still decode
+        return WatchDecoder(make_profile("standard"), DEDUPE_S)
+    return WatchDecoder(profile_from_config(w), w["sos_dedupe"])
+
+
+def _watch_reports(decoder, rec, mono: float) -> list:
+    from drivers.watch.reports import LinkStatus
+    if rec.link is not None:
+        return [LinkStatus(rec.link, rec.reason, mono=mono)]
+    if rec.char is not None:
+        return decoder.notification(rec.char, rec.data, mono)
+    return decoder.advertisement({rec.adv: rec.data}, mono)
 
 
 def _move(clock: ManualClock, t0: datetime, offset: float) -> None:
@@ -80,11 +107,12 @@ def _move(clock: ManualClock, t0: datetime, offset: float) -> None:
 
 
 def main(cfg: dict, path: str, out=sys.stdout) -> int:
-    if cfg.get("belt") is None:
+    if cfg.get("belt") is None and cfg.get("watch") is None:
         raise ConfigError([f"{cfg['_files'][0]}:1: belt: replay needs a [belt] table "
-                           "(its protocol decodes the recording)"])
+                           "(its protocol decodes the recording) or a [watch] table"])
+    from drivers.watch.recording import read_recording as read_watch
     try:
-        asyncio.run(replay(cfg, read_recording(path), out=out))
+        asyncio.run(replay(cfg, read_recording(path), out=out, watch=read_watch(path)))
     except OSError as e:
         print(f"carehub replay: cannot read {path}: {e.strerror or e}", file=sys.stderr)
         return 1

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from drivers.recording import read_recording
 from drivers.watch import gatt
+from drivers.watch.pattern import ITAG_BUTTON
+from drivers.watch.recording import WatchRecorder, read_recording as read_watch
 from drivers.watch.simulator import SimulatedWatch, encode_heart_rate, encode_location
 from hub import config
 from hub.app import Hub
 from hub.clock import ManualClock
+from hub.replay import replay
 from hub.rules.observations import StaffClose
 from tests.conftest import MINIMAL
 
@@ -225,3 +230,70 @@ async def test_absent_watch_never_blocks_the_hub(cfg):
         await until(lambda: home.status() == ["disconnected"], what="reported absent")
         watch.come_back()
         await until(lambda: home.status() == ["disconnected", "connected"], what="found later")
+
+
+# --- recordings: the watch beside the belt, replayed ------------------------------------------
+def _belt(t: str, in_bed: bool) -> str:
+    line = json.dumps({"in_bed": in_bed, "heart_rate_bpm": 60, "resp_rate_per_min": 14}) + "\n"
+    return json.dumps({"t": t, "source": "belt", "hex": line.encode().hex()}) + "\n"
+
+
+def _watch(t: str, char: str, data: bytes) -> str:
+    return json.dumps({"t": t, "source": "watch", "hex": data.hex(), "char": char}) + "\n"
+
+
+BOTH_CONFIG = WATCH_CONFIG + """
+[belt]
+port = "/dev/null"
+protocol = "ndjson"
+"""
+
+
+@aio
+async def test_a_recording_with_belt_and_watch_replays_to_the_sos_with_its_location(write_config, tmp_path):
+    cfg = config.load(write_config(BOTH_CONFIG))
+    rec = tmp_path / "night.jsonl"
+    rec.write_text(
+        _belt("2026-11-23T23:00:00.000+08:00", True)
+        + json.dumps({"t": "2026-11-23T23:00:00.500+08:00", "source": "watch", "hex": "",
+                      "link": "connected"}) + "\n"
+        + _watch("2026-11-23T23:00:01.000+08:00", gatt.BATTERY_LEVEL, b"\x57")
+        + _watch("2026-11-23T23:00:02.000+08:00", gatt.LOCATION_AND_SPEED,
+                 bytes.fromhex("84 00 80 ea 4d 1f d0 70 fd 07"))
+        + _belt("2026-11-23T23:00:10.000+08:00", True)
+        + _watch("2026-11-23T23:00:32.000+08:00", ITAG_BUTTON, b"\x01")
+        + _watch("2026-11-23T23:00:32.300+08:00", ITAG_BUTTON, b"\x01")   # a duplicate
+        + _belt("2026-11-23T23:00:40.000+08:00", True))
+    sink = await replay(cfg, read_recording(rec), out=None, watch=read_watch(rec))
+    sos = [e for e in sink.events if e.type == "alert.raised" and e.data["rule"] == "sos"]
+    assert len(sos) == 1
+    assert sos[0].data["details"]["source"] == "watch"
+    loc = sos[0].data["details"]["location"]
+    assert (loc["lat"], loc["lon"], loc["age_s"]) == (pytest.approx(52.52), pytest.approx(13.405), 30.0)
+    assert not [e for e in sink.events if e.type == "alert.renotified"]
+    assert [e.data["state"] for e in sink.events if e.type == "device.status"] == ["connected"]
+    assert any(e.type == "bed.entered" for e in sink.events)    # the belt's lines went through
+
+
+@aio
+async def test_what_the_daemon_recorded_of_the_watch_replays_to_the_same_alerts(cfg, tmp_path):
+    rec = tmp_path / "watch.jsonl"
+    watch = SimulatedWatch(ADDRESS, battery_pct=9)
+    home = Home(cfg, watch)
+    recorder = WatchRecorder(rec, now=home.clock.now)
+    home.hub.watch_recorder = recorder
+    async with home:
+        await connected(home)
+        assert watch.notify(gatt.LOCATION_AND_SPEED, encode_location(52.52, 13.405))
+        await until(lambda: home.hub.runner.pipeline.watch.fix is not None, what="the fix")
+        home.clock.advance(12)
+        assert watch.press()
+        await until(lambda: home.of("alert.raised", "sos"), what="sos raised")
+    recorder.close()
+    lived = [(e.type, e.data.get("rule")) for e in home.events if e.type.startswith("alert.")]
+    assert ("alert.raised", "sos") in lived and ("alert.raised", "watch_battery_low") in lived
+    sink = await replay(cfg, read_recording(rec), out=None, watch=read_watch(rec))
+    replayed = [(e.type, e.data.get("rule")) for e in sink.events if e.type.startswith("alert.")]
+    assert replayed == lived
+    sos = [e for e in sink.events if e.type == "alert.raised" and e.data["rule"] == "sos"][0]
+    assert sos.data["details"]["location"] == home.of("alert.raised", "sos")[0].data["details"]["location"]
