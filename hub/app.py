@@ -134,10 +134,11 @@ class Hub:
             else:
                 comps.append(PanelComponent(self.panel))
                 await runner.pipeline.device_status("gpio", "connected")
-        if cfg["belt"] is not None:
-            belt = cfg["belt"]
+        if cfg["belt"] is not None or cfg.get("watch") is not None:
             self.feed = feed = LiveFeed(feed_path(cfg), self.clock)
             comps.append(feed)
+        if cfg["belt"] is not None:
+            belt = cfg["belt"]
 
             def belt_bytes(data: bytes) -> None:
                 feed.belt_bytes(data)
@@ -155,9 +156,10 @@ class Hub:
             runner.link = link
             comps.append(link)
         if cfg.get("watch") is not None:
+            recorder = self.watch_recorder or _feed_recorder(self.feed, self.clock)
             self.watch = build_watch(cfg["watch"], self.clock,
                                      on_report=lambda r: runner.put(WatchReported(r)),
-                                     recorder=self.watch_recorder, **self.watch_options)
+                                     recorder=recorder, **self.watch_options)
             comps.append(self.watch)
         if cfg["server"]["url"]:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
@@ -345,6 +347,11 @@ def build_watch(w: dict, clock, on_report, recorder=None, **options):
                   dedupe_s=w["sos_dedupe"], recorder=recorder)
     return WatchLink(w["address"], profile_from_config(w), on_report=on_report, on_status=on_report,
                      **{**kwargs, **options})
+
+
+def _feed_recorder(feed, clock):
+    from drivers.watch.recording import WatchRecorder
+    return WatchRecorder(feed.watch_writer(), now=clock.now)
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):

@@ -297,3 +297,38 @@ async def test_what_the_daemon_recorded_of_the_watch_replays_to_the_same_alerts(
     assert replayed == lived
     sos = [e for e in sink.events if e.type == "alert.raised" and e.data["rule"] == "sos"][0]
     assert sos.data["details"]["location"] == home.of("alert.raised", "sos")[0].data["details"]["location"]
+
+
+@aio
+async def test_monitor_beside_the_daemon_shows_and_records_the_watch_and_replay_agrees(cfg, tmp_path):
+    """`carehub monitor --record` attached to the daemon's feed: the watch the daemon holds is
+    shown and recorded, and the recording replays to the alerts the daemon raised."""
+    import io
+    from hub.monitor import run_attached
+    rec = tmp_path / "night.jsonl"
+    watch = SimulatedWatch(ADDRESS, battery_pct=60)
+    watch.in_range = False          # found only once the monitor is attached
+    out, stop = io.StringIO(), asyncio.Event()
+    async with Home(cfg, watch) as home:
+        await until(lambda: home.hub.feed.path.exists(), what="the feed")
+        monitor = asyncio.ensure_future(run_attached(home.hub.feed.path, "micradar", rec, out, stop))
+        await until(lambda: home.hub.feed.clients, what="monitor attached")
+        watch.come_back()
+        await connected(home)
+        assert watch.notify(gatt.HEART_RATE_MEASUREMENT, encode_heart_rate(72))
+        assert watch.notify(gatt.LOCATION_AND_SPEED, encode_location(52.52, 13.405))
+        await until(lambda: home.hub.runner.pipeline.watch.fix is not None, what="the fix")
+        home.clock.advance(7)
+        assert watch.press()
+        await until(lambda: home.of("alert.raised", "sos") and "SOS pressed" in out.getvalue(),
+                    what="sos raised and shown")
+        stop.set()
+        assert await asyncio.wait_for(monitor, 10) == 0
+    shown = out.getvalue()
+    assert "watch battery 60%" in shown and "watch HR 72 bpm" in shown
+    assert "watch location 52.52000, 13.40500" in shown and "watch connected" in shown
+    lines = [json.loads(x) for x in rec.read_text().splitlines()]
+    assert {x["source"] for x in lines} == {"watch"}
+    sink = await replay(cfg, read_recording(rec), out=None, watch=read_watch(rec))
+    [sos] = [e for e in sink.events if e.type == "alert.raised" and e.data["rule"] == "sos"]
+    assert sos.data["details"]["location"]["age_s"] == 7.0
