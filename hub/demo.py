@@ -1,7 +1,9 @@
 """`carehub demo`: the whole hub on simulated devices, with an embedded community-server receiver.
 
 No hardware, no network, no root. A simulated bed radar plays a night into a real
-pseudo-terminal, the resident's panel is on gpiozero's mock pins, the receiver listens on a free
+pseudo-terminal, the resident's panel is on gpiozero's mock pins, the watch is a simulated
+one that bleak itself talks to (drivers/watch/simulator.py, through bleak's ``backend=``): it
+reports heart rate and battery and the resident presses its SOS once, with a location; the receiver listens on a free
 loopback port, and the hub's clock is driven by the simulation: each frame is written at its own
 simulated instant and the next waits until the hub has judged it, at most `speed` times faster
 than real time. A night passes in about a minute and gives the same alerts on any machine load. Every committed event is
@@ -23,12 +25,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drivers.belt import simulator
+from drivers.watch import gatt
+from drivers.watch.simulator import SimulatedWatch, encode_heart_rate, encode_location
 from hub import config
 from hub.app import Hub
 from hub.clock import ManualClock
 
 TZ = "Asia/Shanghai"
 SOS_AT_S = 5 * 3600 + 2400      # the resident holds SOS at 04:40 (simulated)
+WATCH_SOS_AT_S = 2 * 3600 + 1800  # and presses SOS on the watch at 01:30
+WATCH_VITALS_AT_S = (1800, 10800, 18000, 25200)  # its heart rate and battery: 23:30, 02:00, 04:00, 06:00
+WATCH = "C0:FF:EE:00:00:01"
+HOME_LAT, HOME_LON = 31.2304, 121.4737
 STAFF_ACK_AFTER_S = 0.5         # real seconds until "staff" acknowledge an alert at the receiver
 VITALS_EVERY = 30               # print one vitals.minute line in this many
 STEP_S = 5.0                    # simulated seconds per lock-step (under the 15 s sample gap)
@@ -59,6 +67,10 @@ protocol = "micradar"
 [gpio]
 pin_factory = "mock"
 sos_hold = "0.5s"
+
+[watch]
+address = "{watch}"
+profile = "standard"
 """
 
 
@@ -88,8 +100,13 @@ class Printer:
             what = f"heart {d.get('hr_avg_bpm')} bpm, breathing {d.get('rr_avg_per_min')}/min"
         elif e.type.startswith("alert."):
             what = f"{d.get('rule', '')} {d.get('message') or d.get('reason') or d.get('by') or ''}".strip()
+            loc = (d.get("details") or {}).get("location") if e.type == "alert.raised" else None
+            if loc:
+                what += f" at {loc['lat']:.4f}, {loc['lon']:.4f} (fix {loc['age_s']:g} s old)"
         elif e.type == "device.status":
             what = f"{d.get('device')} {d.get('state')}"
+            if d.get("battery_pct") is not None:
+                what += f", battery {d['battery_pct']}%"
         elif e.type == "sleep.report":
             exits = d.get("bed_exits") or {}
             what = (f"in bed {d.get('time_in_bed_min')} min, asleep {d.get('sleep_min')} min, "
@@ -120,7 +137,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
     belt.symlink_to(os.ttyname(slave))
     cfg_path = workdir / "config.toml"
     cfg_path.write_text(DEMO_CONFIG.format(tz=TZ, state_dir=workdir / "state", url=server.url,
-                                           token_file=token_file, belt=belt))
+                                           token_file=token_file, belt=belt, watch=WATCH))
     cfg = config.load(cfg_path)
 
     start = datetime.now(tz).replace(hour=23, minute=0, second=0, microsecond=0)
@@ -129,6 +146,9 @@ async def _run(speed: float, workdir: Path, out) -> int:
     from gpiozero.pins.mock import MockFactory
     hub = Hub(cfg, clock=clock, pin_factory=MockFactory())
     hub.tick_s = max(0.01, 20.0 / speed)
+    watch = SimulatedWatch(WATCH, battery_pct=64)
+    hub.watch_options = dict(client_backend=watch.client_backend, scanner_backend=watch.scanner_backend,
+                             reconnect_min_s=0.05, scan_timeout_s=2.0)
     hub.show_listeners.append(printer.panel)
 
     def committed(e):
@@ -150,7 +170,33 @@ async def _run(speed: float, workdir: Path, out) -> int:
         await hub.start()
         hub.store.subscribe(committed)
         script = simulator.night_script(demo_plan())
-        engine = hub.runner.pipeline.engine
+        pipeline = hub.runner.pipeline
+        engine = pipeline.engine
+
+        # the watch is found before the night starts (its first status is the same every run)
+        await _until(lambda: hub.watch.state == "connected" and "watch" in pipeline.devices,
+                     timeout_s=30)
+
+        async def watch_vitals(bpm: int, pct: int):
+            printer.line(f"      (the watch reports heart rate {bpm} bpm, battery {pct}%)")
+            watch.notify(gatt.HEART_RATE_MEASUREMENT, encode_heart_rate(bpm))
+            watch.set_battery(pct)
+            await _until(lambda: engine.state["watch"]["battery"] == pct, timeout_s=30)
+
+        async def watch_fix():
+            watch.notify(gatt.LOCATION_AND_SPEED, encode_location(HOME_LAT, HOME_LON))
+            await _until(lambda: pipeline.watch.fix is not None, timeout_s=30)
+
+        async def watch_sos():
+            printer.line("      (the resident presses SOS on the watch)")
+            watch.press()
+            await _until(lambda: any(a["rule"] == "sos" and a["stage"] == "acked"
+                                     for a in engine.active_alerts()), timeout_s=60)
+
+        at = {t: (lambda i=i: watch_vitals(62 + i % 5, 64 - i))
+              for i, t in enumerate(WATCH_VITALS_AT_S)}
+        at[WATCH_SOS_AT_S - 20] = watch_fix     # the fix is 20 s old when the resident presses
+        at[WATCH_SOS_AT_S] = watch_sos
 
         async def press_sos():
             await _press_sos(hub, printer, cfg["gpio"]["sos_hold"])
@@ -158,7 +204,7 @@ async def _run(speed: float, workdir: Path, out) -> int:
             await _until(lambda: any(a["rule"] == "sos" and a["stage"] == "acked"
                                      for a in engine.active_alerts()), timeout_s=60)
 
-        await play_in_step(master, script, speed=speed, step_s=STEP_S, at={SOS_AT_S: press_sos},
+        await play_in_step(master, script, speed=speed, step_s=STEP_S, at={**at, SOS_AT_S: press_sos},
                            set_time=lambda t: clock.advance(t - clock.monotonic()),
                            handled=lambda: engine.readings_handled)
         # the night is over: simulated time stands still while the last events go out

@@ -19,9 +19,12 @@ def test_demo_runs_a_night_with_alerts_and_delivers_them():
     for expected in ("bed.entered", "vitals.minute", "alert.raised       P2  night_bed_exit",
                      "alert.raised       P1  vitals_absent", "alert.raised       P1  sos",
                      "alert.acknowledged", "alert.resolved", "sleep.report", "panel: light alert",
-                     "panel: light acknowledged"):
+                     "panel: light acknowledged", "device.status      P3  watch connected, battery 64%",
+                     "(the watch reports heart rate 62 bpm, battery 64%)",
+                     "sos SOS pressed on the watch at 31.2304, 121.4737 (fix 20 s old)",
+                     "sos SOS pressed on the panel"):
         assert expected in out, expected
     last = out.strip().splitlines()
     summary = next(line for line in last if line.startswith("The community server received"))
     received = int(summary.split()[4])
-    assert received > 300 and "3 alerts" in summary
+    assert received > 300 and "4 alerts" in summary
