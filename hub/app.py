@@ -183,6 +183,8 @@ class Hub:
             parts += [f"{name} {d['state']}" for name, d in sorted(pipeline.devices.items())]
             if self.cfg["belt"] is not None and "belt" not in pipeline.devices:
                 parts.append("belt not seen yet")
+            if self.cfg.get("watch") is not None and "watch" not in pipeline.devices:
+                parts.append("watch not seen yet")
             active = pipeline.engine.active_alerts()
             parts.append(f"{len(active)} active alert(s)" if active else "no active alert")
         if self.uploader is not None:
