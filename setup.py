@@ -23,9 +23,12 @@ setup(
         "bleak==3.1.0",
         # Home Assistant's connect-with-retries for BlueZ; 4.7.1 is the release tested with bleak 3.1.0.
         "bleak-retry-connector==4.7.1",
-        # 4.x changed the transaction model (every write commits itself); 3.x behaves differently.
-        "sqlite-utils>=4.0,<5",
+        # No sqlite-utils: every query lives in offline_queue/ on the stdlib's sqlite3, which gives
+        # the explicit transactions and PRAGMAs (synchronous=FULL, quick_check) the store needs.
+        # sqlite-utils would bring eight more packages (click, tabulate, dateutil, pip...) onto the Pi.
         "requests>=2.31,<3",
+        # requests' own transport: the uploader streams reply bodies from it (and maps its errors)
+        "urllib3>=1.26,<3",
     ],
     extras_require={
         "test": [
@@ -35,6 +38,10 @@ setup(
             # the receiver is checked against docs/openapi.yaml
             "jsonschema>=4.18,<5",
             "PyYAML>=6,<7",
+            # the OpenAPI fuzzer run against the receiver (4.x API; pinned, it moves fast)
+            "schemathesis==4.32.5",
+            # a private CA and server certificates for the hub's TLS tests
+            "trustme==1.2.1",
             # the power-cut tests' FUSE file system over Debian's libfuse3 (fuse3); pinned: its
             # ctypes structs track libfuse's ABI release by release
             "mfusepy==3.1.1",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import warnings
 from typing import Callable
 
-from gpiozero import LED, Button, Buzzer
+from gpiozero import LED, Buzzer, DigitalInputDevice
+from gpiozero.exc import PinFactoryFallback
 
 from drivers.panel_patterns import BUZZER_PATTERNS, LED_PATTERNS, PIN_FACTORIES
 
@@ -33,17 +35,23 @@ class Panel:
         self._loop = loop
         self._on_press = on_press
         self._devices = []
+        self._sos_hold_s = sos_hold_s
+        self._hold_timer: asyncio.TimerHandle | None = None
         try:
-            self._sos = self._own(Button(sos_pin, hold_time=sos_hold_s, pin_factory=pin_factory))
-            self._ok = self._own(Button(ok_pin, pin_factory=pin_factory))
+            # DigitalInputDevice, not Button: every gpiozero Button runs a HoldThread that polls
+            # ten times a second, for ever, even with no hold wanted (bench/daemon.py measured
+            # 20 wakeups/s for the two buttons). The SOS hold is timed on the asyncio loop instead.
+            self._sos = self._own(DigitalInputDevice(sos_pin, pull_up=True, pin_factory=pin_factory))
+            self._ok = self._own(DigitalInputDevice(ok_pin, pull_up=True, pin_factory=pin_factory))
             self._led = self._own(LED(led_pin, pin_factory=pin_factory))
             self._buzzer = self._own(Buzzer(buzzer_pin, pin_factory=pin_factory))
         except Exception:
             self.close()
             raise
         # SOS needs a deliberate hold: a brush against the button must not call for help.
-        self._sos.when_held = lambda: self._hand_over("sos")
-        self._ok.when_pressed = lambda: self._hand_over("ok")
+        self._sos.when_activated = lambda: self._call_in_loop(self._sos_down)
+        self._sos.when_deactivated = lambda: self._call_in_loop(self._sos_up)
+        self._ok.when_activated = lambda: self._hand_over("ok")
         self.led_pattern: str | None = None
         self.buzzer_pattern: str | None = None
         self.show("ok", "off")
@@ -53,9 +61,22 @@ class Panel:
         """``cfg["gpio"]`` as parsed (``None`` when the table is absent: no panel)."""
         if gpio is None:
             return None
-        return cls(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"],
-                   led_pin=gpio["led_pin"], buzzer_pin=gpio["buzzer_pin"],
-                   sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+        # gpiozero's default factory tries lgpio, rpigpio, pigpio, native in turn and warns once per
+        # failure (PinFactoryFallback), several lines of stack noise. Say it once, in one line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PinFactoryFallback)
+            try:
+                return cls(pin_factory, sos_pin=gpio["sos_pin"], ok_pin=gpio["ok_pin"],
+                           led_pin=gpio["led_pin"], buzzer_pin=gpio["buzzer_pin"],
+                           sos_hold_s=gpio["sos_hold"], on_press=on_press, loop=loop)
+            finally:
+                fallbacks = [str(w.message) for w in caught if issubclass(w.category, PinFactoryFallback)]
+                for w in caught:
+                    if not issubclass(w.category, PinFactoryFallback):
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                if fallbacks:
+                    LOGGER.warning("GPIO pin factory fallbacks: %s (set [gpio] pin_factory to choose one)",
+                                   "; ".join(fallbacks))
 
     def _own(self, device):
         self._devices.append(device)
@@ -63,10 +84,28 @@ class Panel:
 
     def _hand_over(self, button: str) -> None:
         """Runs on a gpiozero thread: never call into the hub from here."""
+        self._call_in_loop(self._on_press, button)
+
+    def _call_in_loop(self, fn, *args) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._on_press, button)
+            self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:    # the loop is closed: we are shutting down
-            LOGGER.warning("%s press during shutdown was not handled", button)
+            LOGGER.warning("a button press during shutdown was not handled")
+
+    def _sos_down(self) -> None:
+        """On the loop: SOS pressed; it calls for help if still held after ``sos_hold_s``."""
+        if self._hold_timer is None:
+            self._hold_timer = self._loop.call_later(self._sos_hold_s, self._sos_held)
+
+    def _sos_up(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def _sos_held(self) -> None:
+        self._hold_timer = None
+        if self._sos.is_active:
+            self._on_press("sos")
 
     def show(self, led: str, buzzer: str) -> None:
         if led not in LED_PATTERNS:
@@ -91,6 +130,9 @@ class Panel:
             self.buzzer_pattern = buzzer
 
     def close(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         for device in reversed(self._devices):
             device.close()
         self._devices.clear()

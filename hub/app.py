@@ -11,17 +11,23 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import deque
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from hub import __version__
 from hub.clock import SystemClock
-from hub.config import timezone_of
+from hub.config import read_token, timezone_of
+from hub.configtypes import BadValue
 from hub.errors import ConfigError
 from hub.events import EventFactory
 from hub.feed import LiveFeed, feed_path
 from hub.notify import Notifier
 from hub.pipeline import ENGINE_STATE_KEY, TICK_S, Pipeline
 from hub.rules.observations import ButtonPress, StaffAck
+from hub.stages import (
+    MAX_QUEUED_BELT_BYTES, BeltBytes, CommitQueue, InputQueue, LinkStatus, TickDue, stage_faults,
+)
 from hub.watch import WatchReported
 from drivers.belt.link import BeltLink
 from offline_queue.store import AsyncStore
@@ -33,6 +39,17 @@ STORE_FILE = "events.db"
 STATUS_EVENTS = {"device.status", "alert.raised", "alert.escalated", "alert.acknowledged",
                  "alert.resolved", "alert.cancelled"}
 STOP_TIMEOUT_S = 4.0  # systemd and the spec give us 5 s
+# A task that stops unexpectedly is restarted after RESTART_MIN_S, doubling to RESTART_MAX_S;
+# more than MAX_RESTARTS in RESTART_WINDOW_S and the hub exits EX_SOFTWARE, so that systemd
+# starts it afresh: never a hub that runs on without watching.
+RESTART_MIN_S = 0.5
+RESTART_MAX_S = 30.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+EX_SOFTWARE = 70
+DROPPED_KEY = "inputs.dropped"
+# Decoder counters that are not dropped input.
+_NOT_DROPPED = {"frames_ok", "unknown", "handshakes_deferred"}
 
 
 def store_path(cfg: dict) -> Path:
@@ -58,8 +75,15 @@ class Hub:
         )
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._supervised: dict[str, Callable[[], Awaitable]] = {}
+        self._failures: dict[str, deque] = {}
+        self.restart_min_s, self.restart_max_s = RESTART_MIN_S, RESTART_MAX_S
+        self.max_restarts, self.restart_window_s = MAX_RESTARTS, RESTART_WINDOW_S
         self.components: list = []   # objects with async run() and stop()
+        self.commits: CommitQueue | None = None
         self.healthy = True
+        self.exit_code = 0
+        self._dropped_saved: dict = {}
         self.tick_s = TICK_S
         self.panel = None
         self.uploader = None
@@ -76,27 +100,63 @@ class Hub:
         self.store.subscribe(self._committed)
         self.components = await self._build_components()
         for comp in self.components:
-            self._spawn(comp.run(), name=type(comp).__name__)
+            self.supervise(type(comp).__name__, comp.run)
         await self._heartbeat()  # the first one says the hub (re)started
-        self._spawn(self._heartbeat_loop(), name="heartbeat")
+        self.supervise("heartbeat", self._heartbeat_loop)
         if self.notifier.watchdog_interval_s:
-            self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), name="watchdog")
+            interval = self.notifier.watchdog_interval_s
+            self.supervise("watchdog", lambda: self._watchdog_loop(interval))
+        from hub import lastgood
+        await lastgood.after_start(self.cfg, self.store, self.factory)
         self.notifier.ready(self.describe())
         LOGGER.info("carehub %s running: %s", __version__, self.describe())
 
-    def _spawn(self, coro, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
+    def supervise(self, name: str, run: Callable[[], Awaitable]) -> None:
+        """Run ``run()`` as a task for the hub's life, restarted with backoff if it ever stops."""
+        self._supervised[name] = run
+        self._failures[name] = deque()
+        self._start(name)
+
+    def _start(self, name: str) -> None:
+        task = asyncio.create_task(self._supervised[name](), name=name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task) -> None:
-        if task.cancelled() or self.stop_event.is_set():
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        name = task.get_name()
+        if self.stop_event.is_set() or name not in self._supervised:
             return
-        exc = task.exception()
-        if exc is not None:
-            LOGGER.error("%s stopped unexpectedly: %r", task.get_name(), exc, exc_info=exc)
+        exc = None if task.cancelled() else task.exception()
+        why = repr(exc) if exc is not None else "it was cancelled" if task.cancelled() else "it returned"
+        now = asyncio.get_running_loop().time()
+        failures = self._failures[name]
+        failures.append(now)
+        while failures and now - failures[0] > self.restart_window_s:
+            failures.popleft()
+        if len(failures) > self.max_restarts:
+            LOGGER.critical("%s stopped %d times within %.0f s (last: %s): exiting so that systemd "
+                            "restarts the hub", name, len(failures), self.restart_window_s, why,
+                            exc_info=exc)
             self.healthy = False
-            self.notifier.status(f"degraded: {task.get_name()} stopped ({exc})")
+            self.exit_code = EX_SOFTWARE
+            self.notifier.status(f"failed: {name} keeps stopping ({why})")
+            self.stop_event.set()
+            return
+        delay = min(self.restart_min_s * 2 ** (len(failures) - 1), self.restart_max_s)
+        LOGGER.error("%s stopped unexpectedly (%s): restarting it in %.1f s", name, why, delay,
+                     exc_info=exc)
+        self.notifier.status(f"restarting {name} ({why})")
+        timer = asyncio.create_task(self._restart_after(name, delay), name=f"restart {name}")
+        self._tasks.append(timer)
+        timer.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _restart_after(self, name: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if not self.stop_event.is_set():
+            self._start(name)
+            self.notifier.status(self.describe())
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -107,23 +167,29 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S / 2)
+            await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S / 2)
+        if self.commits is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self.commits.drain(), STOP_TIMEOUT_S / 4)
         await self.store.close()
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Until stop_event; the exit status: 0, or EX_SOFTWARE when a task could not be kept up."""
         await self.start()
         await self.stop_event.wait()
+        return self.exit_code
 
     async def _build_components(self) -> list:
         """The devices, the pipeline and the uploader, as the configuration asks."""
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         engine_state = await self.store.get_state(ENGINE_STATE_KEY)
+        self.commits = CommitQueue(self.store)
         self.runner = runner = PipelineRunner(
-            Pipeline(cfg, self.clock, self.factory, StoreSink(self.store), engine_state=engine_state,
+            Pipeline(cfg, self.clock, self.factory, self.commits, engine_state=engine_state,
                      show=self._show),
             tick_s=self.tick_s)
-        comps: list = [runner]
+        comps: list = [self.commits, runner]
         if cfg["gpio"] is not None:
             try:
                 self.panel = build_panel(cfg["gpio"], self.pin_factory, loop,
@@ -141,12 +207,12 @@ class Hub:
             belt = cfg["belt"]
 
             def belt_bytes(data: bytes) -> None:
+                runner.put(BeltBytes(data))   # the pipeline first: a feed problem never costs it
                 feed.belt_bytes(data)
-                runner.put(data)
 
             def belt_status(state: str, info: dict) -> None:
+                runner.put(LinkStatus("belt", state, info))
                 feed.belt_status(state, info)
-                runner.put(("belt", state, info))
 
             link = BeltLink(
                 belt["port"], baudrate=belt["baudrate"], on_bytes=belt_bytes,
@@ -165,7 +231,8 @@ class Hub:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
             self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
                                            on_ack=lambda a, by, at: runner.put(StaffAck(a, by, at)),
-                                           on_status=lambda state, detail: self.notifier.status(self.describe()))
+                                           on_status=lambda state, detail: self.notifier.status(self.describe()),
+                                           make_event=self.factory.make)
             comps.append(self.uploader)
         return comps
 
@@ -187,10 +254,14 @@ class Hub:
                 parts.append("watch not seen yet")
             active = pipeline.engine.active_alerts()
             parts.append(f"{len(active)} active alert(s)" if active else "no active alert")
+        if self.commits is not None and self.commits.failing:
+            parts.append(f"store failing, {self.commits.held} event(s) held")
         if self.uploader is not None:
             parts.append(f"server {self.uploader.state or 'not reached yet'}")
         elif not self.cfg["server"]["url"]:
             parts.append("offline only")
+        if self.cfg.get("_rejected"):
+            parts.append(f"configuration rejected ({len(self.cfg['_rejected'])} problem(s)): on the last good one")
         return "; ".join(parts)
 
     # --- loops ------------------------------------------------------------------------------
@@ -200,6 +271,19 @@ class Hub:
         if event.type in STATUS_EVENTS:
             self.notifier.status(self.describe())
 
+    def dropped(self) -> dict[str, int]:
+        """Every input dropped so far, by where and why (non-zero counts only)."""
+        out: dict[str, int] = {}
+        if self.runner is not None:
+            out.update({f"queue.{k}": v for k, v in self.runner.queue.dropped.items()})
+            out.update({f"fault.{k}": v for k, v in stage_faults(self.runner.pipeline).counts.items()})
+            decoder = self.runner.pipeline.decoder
+            if decoder is not None:
+                out.update({f"belt.{k}": v for k, v in decoder.counters.items() if k not in _NOT_DROPPED})
+        if self.commits is not None:
+            out.update({f"store.{k}": v for k, v in self.commits.dropped.items()})
+        return {k: v for k, v in sorted(out.items()) if v}
+
     async def heartbeat_data(self) -> dict:
         depth = await self.store.depth()
         return {
@@ -207,16 +291,29 @@ class Hub:
             "dead_letters": await self.store.dead_letter_count(),
             "uptime_s": round(self.clock.monotonic(), 1),
             "version": __version__,
+            "dropped": self.dropped(),
         }
 
     async def _heartbeat(self) -> None:
-        self.store.enqueue(self.factory.make("hub.heartbeat", await self.heartbeat_data()))
+        data = await self.heartbeat_data()
+        self.store.enqueue(self.factory.make("hub.heartbeat", data))
+        if self.commits is not None and data["dropped"] != self._dropped_saved:
+            self._dropped_saved = data["dropped"]
+            await self.commits.save_state({DROPPED_KEY: data["dropped"]})   # for `carehub status`
 
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg["hub"]["heartbeat_interval"]
+        failing = False
         while True:
             await asyncio.sleep(interval)
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except Exception as exc:  # the store cannot be read now: skip this beat, not the hub
+                if not failing:
+                    LOGGER.error("heartbeat skipped: %s (the next ones will be tried)", exc)
+                failing = True
+            else:
+                failing = False
 
     async def _watchdog_loop(self, interval_s: float) -> None:
         """WATCHDOG=1 only while the loop turns and the store's thread answers."""
@@ -237,84 +334,76 @@ async def run(cfg: dict, *, hub: Hub | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hub.stop_event.set)
     try:
-        await hub.run()
+        code = await hub.run()
     finally:
         await hub.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    return code
 
 
 def main(cfg: dict) -> int:
     return asyncio.run(run(cfg))
 
 
-class StoreSink:
-    """The pipeline's sink in the daemon: the durable store."""
-
-    def __init__(self, store: AsyncStore):
-        self.store = store
-
-    async def commit(self, event, *, state=None):
-        return await self.store.commit(event, state=state)
-
-    def enqueue(self, event) -> None:
-        self.store.enqueue(event)
-
-    async def save_state(self, state: dict) -> None:
-        for key, value in state.items():
-            await self.store.put_state(key, value)
-
-
 class PipelineRunner:
-    """Feeds the pipeline from one queue, so bytes, ticks, presses and acks never interleave."""
+    """Feeds the pipeline from one bounded queue, so bytes, ticks, presses and acks never
+    interleave; a message that fails is dropped and counted, the next one is handled."""
 
-    def __init__(self, pipeline: Pipeline, tick_s: float = TICK_S):
+    def __init__(self, pipeline: Pipeline, tick_s: float = TICK_S, *,
+                 max_belt_bytes: int = MAX_QUEUED_BELT_BYTES):
         self.pipeline = pipeline
         self.tick_s = tick_s
         self.link = None
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self.queue = InputQueue(max_belt_bytes)
         self._stopped = False
 
-    def put(self, item) -> None:
-        self._queue.put_nowait(item)
+    def put(self, item) -> bool:
+        """``BeltBytes``, ``TickDue``, ``LinkStatus``, ``WatchReported`` or an observation
+        (``ButtonPress``, ``StaffAck``); False when low-value input was dropped because the queue is full."""
+        return self.queue.put(item)
 
     def stop(self) -> None:
         self._stopped = True
-        self._queue.put_nowait(None)
+        self.queue.put(_STOP)
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._ticks(), name="ticks")
         try:
             while not self._stopped:
-                item = await self._queue.get()
-                if item is None:
+                item = await self.queue.get()
+                if item is _STOP:
                     break
-                await self._handle(item)
+                try:
+                    await self._handle(item)
+                except Exception as exc:   # the pipeline guards its stages; this is the last net
+                    stage_faults(self.pipeline).record("runner", exc)
         finally:
             ticker.cancel()
 
     async def _ticks(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            self.put("tick")
+            self.put(TickDue())
 
     async def _handle(self, item) -> None:
         p = self.pipeline
-        if item == "tick":
+        if isinstance(item, TickDue):
             await p.tick()
-        elif isinstance(item, (bytes, bytearray)):
-            await p.belt_bytes(bytes(item))
+        elif isinstance(item, BeltBytes):
+            await p.belt_bytes(item.data)
             if self.link is not None:
                 for frame in p.decoder.take_outgoing():
                     await self.link.write(frame)
+        elif isinstance(item, LinkStatus):
+            await p.device_status(item.device, item.state, dict(item.info))
         elif isinstance(item, WatchReported):
             await p.watch_report(item.report)
-        elif isinstance(item, tuple) and item[0] == "belt":
-            _, state, info = item
-            await p.device_status("belt", state, info)
         else:
             await p.observe(item)
+
+
+_STOP = object()
 
 
 class PanelComponent:
@@ -356,18 +445,20 @@ def _feed_recorder(feed, clock):
     return WatchRecorder(feed.watch_writer(), now=clock.now)
 
 
-def build_uploader(cfg: dict, store, clock, on_ack, on_status=None):
+def build_uploader(cfg: dict, store, clock, on_ack, on_status=None, make_event=None):
     from offline_queue.errors import ServerConfigError
     from offline_queue.uploader import Uploader
     server = cfg["server"]
-    with open(server["token_file"], encoding="utf-8") as f:
-        token = f.readline().strip()
+    try:
+        token = read_token(server["token_file"])   # as check-config read it
+    except BadValue as e:
+        raise ConfigError([f"server.token_file: {e}"]) from None
     try:
         return Uploader(store, url=server["url"], hub_id=cfg["hub"]["id"], token=token,
                         ca_file=server["ca_file"] or None, timeout_s=server["timeout"],
                         batch_max=server["batch_max"], gzip_min_bytes=server["gzip_min_bytes"],
                         backoff_base_s=server["backoff_base"], backoff_max_s=server["backoff_max"],
                         auth_backoff_s=server["auth_backoff"], interval_s=server["sync_interval"],
-                        clock=clock, on_ack=on_ack, on_status=on_status)
+                        clock=clock, on_ack=on_ack, on_status=on_status, make_event=make_event)
     except ServerConfigError as e:  # the uploader's own checks, told as configuration problems
         raise ConfigError(e.problems) from None

@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.configtypes import (
-    BadValue, Key, show, choice, duration, integer, pattern, string,
+    BadValue, Key, show, boolean, choice, duration, integer, pattern, string, window,
 )
 from drivers.belt.decoder import PROTOCOLS as BELT_PROTOCOLS, default_baudrate
 from drivers.panel_patterns import PIN_FACTORIES
@@ -45,6 +45,75 @@ def _timezone(value):
 
 def _log_level(value):
     return choice("debug", "info", "warning", "error")(value)
+
+
+@dataclass(frozen=True)
+class TableArray:
+    """A ``[[table.key]]`` array of tables, each validated against ``schema``."""
+
+    schema: dict
+
+    def __call__(self, value):  # only for the default (an absent array)
+        return [] if value is None else value
+
+
+def _e164(value):
+    return pattern(r"\+[1-9][0-9]{6,14}", 'an E.164 number: "+", country code, number, e.g. "+8613800000000"')(value)
+
+
+def _priorities(value):
+    if (not isinstance(value, list) or not value
+            or any(isinstance(p, bool) or p not in (1, 2, 3) for p in value)):
+        raise BadValue(f"{show(value)} is not a list of priorities (1, 2 or 3), e.g. [1, 2]")
+    return sorted(set(value))
+
+
+def _words(value):
+    if (not isinstance(value, list) or not value
+            or any(not isinstance(w, str) or not w.strip() for w in value)):
+        raise BadValue(f"{show(value)} is not a list of words, e.g. [\"OK\", \"1\"]")
+    return value
+
+
+def _window_or_none(value):
+    return None if value == "" else window(value)
+
+
+def _map_url(value):
+    if not isinstance(value, str) or "{lat}" not in value or "{lon}" not in value:
+        raise BadValue(f"{show(value)} must contain {{lat}} and {{lon}}, "
+                       "e.g. \"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}&zoom=17\"")
+    return value
+
+
+PHONE_SCHEMA = {
+    "number": Key(_e164, None, "the phone's number in E.164 form", required=True),
+    "name": Key(string, "", "who this is, e.g. \"Duty desk\" (for logs and status)"),
+    "priorities": Key(_priorities, [1], "which alert priorities this phone is texted for"),
+    "call": Key(boolean, False, "also ring this phone for priority-1 alerts (the text still goes)"),
+}
+SMS_SCHEMA = {
+    "port": Key(string, None, "pyserial URL of the modem's AT port", required=True),
+    "baudrate": Key(integer(1200, 4000000), 115200, "line speed of the AT port (USB modems ignore it)"),
+    "pin_file": Key(string, "", "file holding the SIM PIN (chmod 600); empty: the SIM has no PIN"),
+    "when": Key(choice("always", "fallback"), "fallback",
+                "always: text every listed priority; fallback: only when the server has not taken the alert"),
+    "fallback_after": Key(duration(0, 86400), "60s", "with when = fallback: text when the server has not accepted the alert this long"),
+    "quiet_hours": Key(_window_or_none, "", "daily window without priority-2/3 texts (deferred); priority 1 always goes"),
+    "max_per_alert": Key(integer(1, 100), 10, "most texts one alert causes, all phones together"),
+    "max_per_day": Key(integer(1, 1000), 100, "most texts per day through this SIM (carriers flag bursts)"),
+    "ack_words": Key(_words, ["OK", "1"], "a reply that is one of these acknowledges the alert"),
+    "address": Key(string, "", "the home's address, put in every text"),
+    "resident_name": Key(string, "", "the resident's name in texts; empty: the resident id"),
+    "language": Key(choice("zh", "en"), "zh", "language of the texts: zh or en"),
+    "map_url": Key(_map_url, "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}&zoom=17",
+                   "map link for the watch's last fix (WGS-84 {lat} {lon})"),
+    "validity": Key(duration(300, 7 * 86400), "12h", "the network drops an undelivered text after this long"),
+    "call_hangup_after": Key(duration(5, 180), "30s", "a call rings this long, then the hub hangs up"),
+    "reset_gpio": Key(integer(-1, 27), -1, "BCM pin driving the modem's reset/PWRKEY line; -1: none"),
+    "reset_pulse": Key(duration(0.1, 5), "1.5s", "how long the reset pin is driven high"),
+    "phones": Key(TableArray(PHONE_SCHEMA), None, "the bound phones, one [[sms.phones]] each", required=True),
+}
 
 
 # --- [watch]: the resident's watch over BLE (drivers/watch) ---------------------------------
@@ -150,13 +219,15 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "rules": RULES_SCHEMA,
     "alerts": ALERTS_SCHEMA,
     "sleep_report": SLEEP_SCHEMA,
+    "sms": SMS_SCHEMA,
 }
-OPTIONAL_TABLES = {"belt", "gpio", "watch"}
+OPTIONAL_TABLES = {"belt", "gpio", "watch", "sms"}
 NESTED_TABLES = {"rules"}  # tables of tables
 
 
 # --- locating keys in the text -------------------------------------------------------------
 _HEADER_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
+_ARRAY_HEADER_RE = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]\s*(#.*)?$")
 _KEY_RE = re.compile(r"^\s*([A-Za-z0-9_.\-\"]+?)\s*=")
 
 
@@ -167,9 +238,16 @@ def _dotted(raw: str) -> list[str]:
 def key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each dotted key path (and each table header) to its line number."""
     lines: dict[tuple[str, ...], int] = {}
-    table: list[str] = []
+    table: list = []
+    arrays: dict[tuple[str, ...], int] = {}
     for n, line in enumerate(text.splitlines(), 1):
-        if m := _HEADER_RE.match(line):
+        if m := _ARRAY_HEADER_RE.match(line):
+            name = tuple(_dotted(m.group(1)))
+            arrays[name] = arrays.get(name, -1) + 1
+            table = [*name, arrays[name]]  # entries are keyed by their index
+            lines.setdefault(name, n)
+            lines.setdefault(tuple(table), n)
+        elif m := _HEADER_RE.match(line):
             table = _dotted(m.group(1))
             lines.setdefault(tuple(table), n)
         elif m := _KEY_RE.match(line):
@@ -232,7 +310,15 @@ class _Problems:
             if src:
                 break
         path, line = (src.path, src.line_of(keypath)) if src else (self.fallback, 1)
-        self.lines.append(f"{path}:{line}: {'.'.join(keypath)}: {message}")
+        self.lines.append(f"{path}:{line}: {_keyname(keypath)}: {message}")
+
+
+def _keyname(keypath) -> str:
+    """``sms.phones[0].number``: array entries by index."""
+    out = ""
+    for part in keypath:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
 
 
 def _unknown(problems: _Problems, keypath, known) -> None:
@@ -246,11 +332,13 @@ def _validate_table(raw: dict, schema: dict, problems: _Problems, prefix) -> dic
     for k, v in raw.items():
         if k not in schema:
             _unknown(problems, prefix + (k,), schema)
-        elif isinstance(v, dict):
+        elif isinstance(v, dict) and not isinstance(schema[k].parse, TableArray):
             problems.add(prefix + (k,), "is a table; expected a value")
     for k, key in schema.items():
         kp = prefix + (k,)
-        if k in raw and not isinstance(raw[k], dict):
+        if isinstance(key.parse, TableArray):
+            out[k] = _validate_array(raw.get(k), key, problems, kp)
+        elif k in raw and not isinstance(raw[k], dict):
             try:
                 out[k] = key.parse(raw[k])
             except BadValue as e:
@@ -263,6 +351,19 @@ def _validate_table(raw: dict, schema: dict, problems: _Problems, prefix) -> dic
         else:
             out[k] = key.parse(key.default) if key.default is not None else None
     return out
+
+
+def _validate_array(raw, key: Key, problems: _Problems, kp) -> list:
+    if raw is None:
+        if key.required:
+            problems.add(kp, f"is required (one [[{_keyname(kp)}]] table each)")
+        return []
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        problems.add(kp, f"must be tables, one [[{_keyname(kp)}]] each")
+        return []
+    if not raw and key.required:
+        problems.add(kp, f"needs at least one [[{_keyname(kp)}]] table")
+    return [_validate_table(e, key.parse.schema, problems, kp + (i,)) for i, e in enumerate(raw)]
 
 
 def validate(raw: dict, problems: _Problems) -> dict:
@@ -299,28 +400,78 @@ def _check_server(server: dict, problems: _Problems) -> None:
     if problem is not None:
         sep = ":" if problem.startswith("plain") else ""
         problems.add(("server", "url"), f"{show(url)}{sep} {problem}")
-    _check_secret(server.get("token_file") or "", problems)
+    _check_secret(server.get("token_file") or "", problems, ("server", "token_file"), "the hub's token")
     ca = server.get("ca_file") or ""
     if ca and not os.path.isfile(ca):
         problems.add(("server", "ca_file"), f"{show(ca)} does not exist (a PEM bundle, or \"\" for the system store)")
 
 
-def _check_secret(path: str, problems: _Problems) -> None:
-    kp = ("server", "token_file")
+def read_one_line_secret(path: str, what: str = "the hub's token") -> str:
+    """A secret file (``server.token_file``, ``sms.pin_file``), read the one way `check-config`
+    and `run` share: surrounding blank lines and spaces are ignored; what remains must be one
+    line of printable ASCII without spaces (a token goes into an HTTP header). Raises ``BadValue``."""
     try:
-        st = os.stat(path)
         with open(path, "rb") as f:
-            token = f.read().strip()
+            raw = f.read(65536)
     except FileNotFoundError:
-        problems.add(kp, f"{show(path)} does not exist (a file holding the hub's token on one line)")
-        return
+        raise BadValue(f"{show(path)} does not exist (a file holding {what} on one line)") from None
     except OSError as e:
-        problems.add(kp, f"{show(path)} cannot be read: {e.strerror}")
-        return
+        raise BadValue(f"{show(path)} cannot be read: {e.strerror or e}") from None
+    token = raw.strip(b" \t\r\n")
     if not token:
-        problems.add(kp, f"{show(path)} is empty (it must hold the hub's token on one line)")
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        raise BadValue(f"{show(path)} is empty (it must hold {what} on one line)")
+    if b"\n" in token:
+        raise BadValue(f"{show(path)} holds more than one line (it must hold {what} on one line)")
+    if not all(0x21 <= b <= 0x7E for b in token):
+        raise BadValue(f"{show(path)}: {what} has spaces, control or non-ASCII characters "
+                       "(it must be printable ASCII on one line)")
+    return token.decode("ascii")
+
+
+def read_token(path: str) -> str:
+    return read_one_line_secret(path, "the hub's token")
+
+
+def _check_secret(path: str, problems: _Problems, kp: tuple, what: str) -> None:
+    try:
+        read_one_line_secret(path, what)
+    except BadValue as e:
+        problems.add(kp, str(e))
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         problems.add(kp, f"{show(path)} is readable or writable by others (chmod 600, owned by the service user)")
+
+
+def _check_sms(sms: dict | None, problems: _Problems) -> None:
+    if not sms:
+        return
+    seen: dict[str, int] = {}
+    for i, phone in enumerate(sms.get("phones") or []):
+        number = phone.get("number")
+        if number in seen:
+            problems.add(("sms", "phones", i, "number"),
+                         f"{show(number)} is listed twice (also sms.phones[{seen[number]}])")
+        elif number:
+            seen[number] = i
+    pin_file = sms.get("pin_file") or ""
+    if pin_file:
+        _check_secret(pin_file, problems, ("sms", "pin_file"), "the SIM PIN")
+        pin = read_secret(pin_file)
+        if pin and not re.fullmatch(r"[0-9]{4,8}", pin):
+            problems.add(("sms", "pin_file"), f"{show(pin_file)} does not hold a SIM PIN (4 to 8 digits)")
+
+
+def read_secret(path: str) -> str:
+    """The first line of a secret file, stripped; "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return ""
 
 
 def _check_belt(cfg: dict) -> None:
@@ -344,15 +495,21 @@ def system_timezone() -> str:
         return "UTC"
 
 
-def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
-    """Read, merge and validate; raise ConfigError with every problem at once."""
-    files = config_files(path, env)
+def load(path: str | os.PathLike | None = None, env=os.environ, *, texts: dict | None = None) -> dict:
+    """Read, merge and validate; raise ConfigError with every problem at once.
+
+    ``texts`` ({path: text}, in order) stands in for the files: the last good configuration
+    kept in the state dir is validated again this way (hub/lastgood.py).
+    """
+    files = [Path(p) for p in texts] if texts is not None else config_files(path, env)
     origin: dict = {}
     merged: dict = {}
+    sources: dict[str, str] = {}
     problems = _Problems(origin, files[0])
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = texts[str(file)] if texts is not None else file.read_text(encoding="utf-8")
+            sources[str(file)] = text
         except FileNotFoundError:
             problems.lines.append(f"{file}:1: (file): does not exist (give --config PATH or set {ENV_VAR})")
             continue
@@ -367,10 +524,11 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         source = Source(file, key_lines(text))
         _merge(merged, doc, origin, source)
     if problems.lines and not merged:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg = validate(merged, problems)
     _check_server(cfg["server"], problems)
     _check_belt(cfg)
+    _check_sms(cfg.get("sms"), problems)
     _check_watch(cfg, problems)
     if not cfg["hub"].get("timezone"):
         try:
@@ -378,9 +536,21 @@ def load(path: str | os.PathLike | None = None, env=os.environ) -> dict:
         except BadValue:
             cfg["hub"]["timezone"] = "UTC"
     if problems.lines:
-        raise ConfigError(problems.lines)
+        raise ConfigError(_in_file_order(problems.lines, files))
     cfg["_files"] = [str(f) for f in files]
+    cfg["_sources"] = sources
     return cfg
+
+
+def _in_file_order(lines: list[str], files: list[Path]) -> list[str]:
+    """Problems in the order a technician reads them: file by file, line by line."""
+    order = {str(f): i for i, f in enumerate(files)}
+
+    def key(line: str):
+        m = re.match(r"(.*?):(\d+): ", line)
+        return (order.get(m.group(1), len(order)), int(m.group(2))) if m else (len(order), 0)
+
+    return sorted(lines, key=key)
 
 
 def _syntax_problem(file: Path, text: str, err: tomllib.TOMLDecodeError) -> str:
@@ -408,6 +578,14 @@ def timezone_of(cfg: dict):
     return ZoneInfo(cfg["hub"]["timezone"])
 
 
+def _sms_summary(sms: dict | None) -> str:
+    if not sms:
+        return "  sms: none"
+    phones = ", ".join(f"{p['name'] or p['number']} (P{'/'.join(map(str, p['priorities']))})"
+                       for p in sms["phones"])
+    return f"  sms: modem on {sms['port']}, when {sms['when']}, phones: {phones}"
+
+
 def summary(cfg: dict) -> str:
     """The short summary check-config prints for a valid configuration."""
     hub = cfg["hub"]
@@ -423,6 +601,7 @@ def summary(cfg: dict) -> str:
         f"buzzer pin {gpio['buzzer_pin']}" if gpio else "  panel: none",
         f"  watch: {cfg['watch']['profile']} at {cfg['watch']['address']}" if cfg.get("watch") else "  watch: none",
         f"  server: {server['url']}" if server["url"] else "  server: none (offline only, events are kept)",
+        _sms_summary(cfg.get("sms")),
         f"  rules enabled ({len(rules)}): {', '.join(rules)}",
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from these and the rule modules add their own ``[rules.NAME]`` keys with the sam
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -36,6 +37,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise BadValue(f"{show(value)} is not a duration ({DURATION_HELP})")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadValue(f"{show(value)} is not a finite number ({DURATION_HELP})")
         if value < 0:
             raise BadValue(f"{show(value)} is negative ({DURATION_HELP})")
         return float(value)
@@ -113,9 +116,15 @@ def _typed(kind, name):
 
 
 def _ranged(base, lo, hi, unit: str = ""):
-    """``base`` then a range check; the message says the allowed range as the technician writes it."""
+    """``base`` then a range check; the message says the allowed range as the technician writes it.
+
+    NaN and infinity are refused first: every comparison with NaN is false, so a range check
+    alone lets it through (``threshold = nan`` would silently switch a rule off).
+    """
     def parse(value):
         v = base(value)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise BadValue(f"{show(value)} is not a finite number")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             low = "" if lo is None else f"{lo:g}{unit}"
             high = "" if hi is None else f"{hi:g}{unit}"

@@ -16,6 +16,7 @@ PRIORITY_BY_TYPE = {
     "alert.resolved": 2,
     "alert.prealert": 2,
     "alert.acknowledged": 2,
+    "alert.notified": 2,
     "bed.entered": 3,
     "bed.exited": 3,
     "vitals.minute": 3,
@@ -24,6 +25,7 @@ PRIORITY_BY_TYPE = {
     "hub.heartbeat": 3,
     "store.evicted": 2,
     "store.reset": 2,
+    "hub.config_rejected": 2,
     "store.damaged": 2,
 }
 

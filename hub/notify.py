@@ -35,7 +35,9 @@ class Notifier:
         if not self._addr:
             return
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            # Non-blocking: a notify socket nobody drains (its queue full) must never freeze the
+            # event loop; the datagram is then dropped and reported once, like any other failure.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
                 s.connect(self._addr)
                 s.sendall(message.encode())
             if self._failed:

@@ -18,6 +18,7 @@ from hub.events import Event, EventFactory
 from hub.rules.actions import Emit, Panel
 from hub.rules.engine import AlertEngine
 from hub.rules.observations import BeltReading, DeviceStatus, Now, Tick
+from hub.stages import guarded
 from hub.watch import WatchMapper, status_info
 from drivers.watch.reports import LinkStatus as WatchLinkStatus
 
@@ -76,16 +77,21 @@ class Pipeline:
         return Now(self.clock.monotonic(), self.clock.now().astimezone(self.tz))
 
     # --- inputs ------------------------------------------------------------------------------
+    # Each entry point is a stage boundary: one input that fails in it is dropped and counted.
+    @guarded("decoder")
     async def belt_bytes(self, data: bytes) -> None:
         for reading in self.decoder.feed(data):
             await self.reading(reading)
 
+    @guarded("bed")
     async def reading(self, reading: Reading) -> None:
         await self.observe(BeltReading(reading))
 
+    @guarded("bed")
     async def tick(self) -> None:
         await self.observe(Tick())
 
+    @guarded("watch")
     async def watch_report(self, report) -> None:
         """One report of the watch link (drivers/watch/reports.py), mapped by hub/watch.py."""
         if isinstance(report, WatchLinkStatus):
@@ -96,6 +102,7 @@ class Pipeline:
         if obs is not None:
             await self.observe(obs, now)
 
+    @guarded("rules")
     async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
         """A driver's link changed: a device.status event, and the rules hear of it."""
         info = dict(info or {})
@@ -106,6 +113,7 @@ class Pipeline:
         await self.sink.commit(event, state={DEVICES_KEY: self.devices})
         await self.observe(DeviceStatus(device, state, info.get("battery_pct")))
 
+    @guarded("rules")
     async def observe(self, observation, now: Now | None = None, *, save: bool = False) -> None:
         """Run the engine; commit what it emits together with its state."""
         now = now or self.now()
@@ -132,6 +140,7 @@ class Pipeline:
         else:
             await self.sink.save_state(state)
 
+    @guarded("store")
     async def emit(self, type_: str, data: dict, priority: int | None = None) -> None:
         event = self.factory.make(type_, data, priority)
         if event.priority == 3:

@@ -112,7 +112,9 @@ def main(cfg: dict, path: str, out=sys.stdout) -> int:
                            "(its protocol decodes the recording) or a [watch] table"])
     from drivers.watch.recording import read_recording as read_watch
     try:
-        asyncio.run(replay(cfg, read_recording(path), out=out, watch=read_watch(path)))
+        sink = asyncio.run(replay(cfg, read_recording(path), out=out, watch=read_watch(path)))
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`| head`): the CLI ends quietly
     except OSError as e:
         print(f"carehub replay: cannot read {path}: {e.strerror or e}", file=sys.stderr)
         return 1
@@ -120,4 +122,19 @@ def main(cfg: dict, path: str, out=sys.stdout) -> int:
         print(f"carehub replay: {e}", file=sys.stderr)
         return 1
     out.flush()
+    print(summary(sink, path), file=sys.stderr)
     return 0
+
+
+def summary(sink: PrintSink, path: str) -> str:
+    """One line for the technician: how much was replayed and what came out of it."""
+    events = sink.events
+    alerts = [e for e in events if e.type == "alert.raised"]
+    rules = sorted({e.data.get("rule", "?") for e in alerts})
+    span = ""
+    if events:
+        first, last = events[0].uptime_s, events[-1].uptime_s
+        span = f" ({(last - first) / 3600:.1f} h from first to last event)"
+    return (f"replayed {path}{span}: {len(events)} event(s), {len(alerts)} alert(s)"
+            + (f" ({', '.join(rules)})" if rules else "")
+            + f", {sum(1 for e in events if e.type == 'vitals.minute')} vitals minute(s)")

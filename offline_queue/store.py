@@ -1235,3 +1235,22 @@ def read_status(path: str | os.PathLike, *, state_keys: Sequence[str] = STATUS_S
         raise StoreError(f"cannot read the store {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def check_integrity(path: str | os.PathLike) -> list[str]:
+    """``PRAGMA quick_check`` on a store, read-only, beside a running daemon; [] when healthy.
+
+    For `carehub doctor`: the daemon runs the same check itself each time it opens the store.
+    """
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                               isolation_level=None, timeout=5.0)
+    except sqlite3.Error as exc:
+        return [f"cannot open read-only: {exc}"]
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        return [] if rows == [("ok",)] else [r[0] for r in rows]
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    finally:
+        conn.close()

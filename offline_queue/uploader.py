@@ -8,6 +8,17 @@ One request in flight, batches in priority-then-seq order. Failures back off exp
 full jitter, honour Retry-After, and the next attempt survives a restart (``sync.next_attempt_at``).
 A committed priority-1 event wakes the loop at once, even during a backoff.
 
+The hub never gives an event up on its own: only a per-event ``rejected`` makes a dead letter.
+A 413 halves the batch down to one event; an event refused alone is held back (kept in the store,
+skipped for ``too_large_backoff_s``) while the rest flows, and the state ``payload_too_large``
+is reported once.
+
+The client believes only what it was configured with: redirects are not followed (a redirect is
+an error), the CA bundle is ``ca_file`` or the system store whatever ``REQUESTS_CA_BUNDLE`` or
+``CURL_CA_BUNDLE`` say (``Session.trust_env`` is off; proxies are still taken from
+``HTTPS_PROXY``/``NO_PROXY``, resolved once here), and a reply is read up to ``max_reply_bytes``
+(after decompression) and no further.
+
 Requests run on a worker thread with one ``requests.Session``; the event loop never waits on the
 network. The thread is a daemon thread of its own rather than ``asyncio.to_thread``'s pool: the
 pool is joined when the loop and the interpreter shut down, so a request hanging on a dead link
@@ -25,13 +36,17 @@ import inspect
 import json
 import logging
 import random
+import re
 import threading
+import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import HTTPError as TransportError, ReadTimeoutError
 
 from offline_queue.envelope import format_utc, kernel_clock_synced, read_boot_id
 from offline_queue.errors import ServerConfigError
@@ -45,9 +60,17 @@ STATE_NEXT = "sync.next_attempt_at"
 STATE_LAST_SUCCESS = "sync.last_success"
 STATE_LAST_ERROR = "sync.last_error"
 STATE_ACKS_SEEN = "sync.acks_seen"
+STATE_SYNC = "sync.state"  # the current state, for `carehub status`
 ACKS_REMEMBERED = 200
+MAX_REPLY_BYTES = 1024 * 1024  # a reply to 500 events is ~40 KB; anything past this is not read
+HELD_MAX = MAX_EVENTS  # events held back after a lone 413, remembered at once
 
 ONLINE, OFFLINE, UNAUTHORISED = "online", "offline", "unauthorised"
+TOO_LARGE, REDIRECTED = "payload_too_large", "redirected"
+
+
+class ReplyError(Exception):
+    """A reply the hub will not read: too large, too slow, or in an encoding it did not ask for."""
 
 
 def parse_retry_after(value: str | None, server_now: datetime | None) -> float | None:
@@ -58,12 +81,14 @@ def parse_retry_after(value: str | None, server_now: datetime | None) -> float |
     """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
+    value = value.strip(" \t")
+    if _DELAY_SECONDS.fullmatch(value):  # ASCII only: str.isdigit() takes '١٢' and '²'
         return float(value)
+    if not any(form.fullmatch(value) for form in _HTTP_DATE_FORMS):
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
@@ -71,6 +96,17 @@ def parse_retry_after(value: str | None, server_now: datetime | None) -> float |
         when = when.replace(tzinfo=timezone.utc)
     ref = server_now or datetime.now(timezone.utc)
     return max(0.0, (when - ref).total_seconds())
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+# RFC 9110 section 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient must take.
+_DAY, _MON = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)", r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_HTTP_DATE_FORMS = (
+    re.compile(rf"{_DAY}, [0-9]{{2}} {_MON} [0-9]{{4}} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}} GMT", re.ASCII),
+    re.compile(r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+               rf"[0-9]{{2}}-{_MON}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}} GMT", re.ASCII),
+    re.compile(rf"{_DAY} {_MON} [ 0-9][0-9] [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}} [0-9]{{4}}", re.ASCII),
+)
 
 
 def _http_date(value: str | None) -> datetime | None:
@@ -97,7 +133,7 @@ def _rfc3339(value) -> datetime | None:
 class SyncResult:
     """What one ``sync_once`` did. ``delay_s`` is how long until the next attempt is due."""
 
-    outcome: str  # "idle", "sent", "failed", "unauthorised", "too_large"
+    outcome: str  # "idle", "held", "sent", "failed", "unauthorised", "too_large"
     status: int | None = None
     sent: int = 0
     delivered: int = 0  # accepted + duplicate, forgotten
@@ -127,6 +163,8 @@ class Uploader:
     ManualClock). ``on_ack(alert_id, by, at)`` and ``on_status(state, detail)`` may be plain or
     async callables. ``clock_synced`` says whether the wall clock is NTP-good; while it is not,
     signatures use the server's time as learnt from its replies (``clock_offset_s``).
+    ``make_event(type, data, priority)``, when given, makes the ``device.status`` event (device
+    ``"server"``) committed on each change of the sync state.
     """
 
     def __init__(self, store, *, url: str, hub_id: str, token: str, ca_file: str | None = None,
@@ -136,7 +174,9 @@ class Uploader:
                  on_ack: Callable | None = None, on_status: Callable | None = None,
                  sleep: Callable[[float], Awaitable[Any]] | None = None,
                  clock_synced: Callable[[], bool] = kernel_clock_synced, boot_id: str | None = None,
-                 jitter: bool = True, max_body_bytes: int = MAX_BODY_BYTES):
+                 jitter: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
+                 too_large_backoff_s: float = 1800, max_reply_bytes: int = MAX_REPLY_BYTES,
+                 make_event: Callable[[str, dict, int], Any] | None = None):
         if not token or not token.strip():
             raise ServerConfigError(["server.token_file: the token is empty"])
         self.store = store
@@ -152,6 +192,9 @@ class Uploader:
         self.auth_backoff_s = float(auth_backoff_s)
         self.interval_s = float(interval_s)
         self.max_body_bytes = int(max_body_bytes)
+        self.too_large_backoff_s = float(too_large_backoff_s)
+        self.max_reply_bytes = int(max_reply_bytes)
+        self.make_event = make_event
         self.clock = clock
         self.rng = rng or random.Random()
         self.jitter = jitter
@@ -161,9 +204,14 @@ class Uploader:
         self._clock_synced = clock_synced
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
 
+        # trust_env would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace ca_file (and .netrc the
+        # token): off. verify and proxies are then passed with every request, explicitly.
         self._session = requests.Session()
-        self._session.verify = ca_file or True
+        self._session.trust_env = False
+        self._verify = ca_file or True
+        self._proxies = requests.utils.get_environ_proxies(self.endpoint)
         self._session.headers["User-Agent"] = "carehub-hub/1"
+        self._session.headers["Accept-Encoding"] = "gzip"
 
         self.state: str | None = None  # ONLINE / OFFLINE / UNAUTHORISED once known
         self.clock_offset_s: float | None = None  # server wall clock minus ours, while unsynchronised
@@ -177,6 +225,7 @@ class Uploader:
         self._skew_retried = False
         self._backoff_saved = False
         self._store_failing = False
+        self._held: dict[str, tuple[float, int]] = {}  # id -> (eligible again at, bytes): lone 413s
         self._in_flight: asyncio.Future | None = None
         self._stopping = False
         self._unsubscribe = None
@@ -298,32 +347,55 @@ class Uploader:
             return
         previous, self.state = self.state, state
         if state == ONLINE:
-            LOGGER.info("community server reachable again at %s", self.url)
+            LOGGER.info("community server %s at %s", "reachable again" if previous else "reached", self.url)
         elif state == UNAUTHORISED:
             LOGGER.error("community server refuses this hub's token (%s); keeping every event,"
                          " retrying every %.0f s — check server.token_file", detail, self.auth_backoff_s)
+        elif state == TOO_LARGE:
+            LOGGER.error("community server (or a proxy before it) refuses an event as too large (%s);"
+                         " keeping it and retrying every %.0f s, the rest flows — its body limit must be"
+                         " at least 1 MiB", detail, self.too_large_backoff_s)
+        elif state == REDIRECTED:
+            LOGGER.error("community server answered with a redirect (%s); not followed, every event"
+                         " kept — set server.url to the final address", detail)
         else:
             LOGGER.warning("community server unreachable (%s); keeping events and retrying", detail)
         if self.on_status is not None:
             await _call(self.on_status, state, detail)
         LOGGER.debug("sync state %s -> %s", previous, state)
+        since = format_utc(self.clock.now())
+        await self.store.put_state(STATE_SYNC, {"state": state, "detail": detail, "since": since,
+                                                "held_back": len(self._held)})
+        if self.make_event is not None and not (previous is None and state == ONLINE):
+            await self.store.commit(self.make_event(
+                "device.status", {"device": "server", "state": state, "reason": detail, "url": self.url}, 3))
 
     # --- one attempt ----------------------------------------------------------------------
     async def sync_once(self) -> SyncResult:
         """Takes one batch, sends it, applies the results and schedules the next attempt."""
         await self._load()
-        batch = await self.store.take_batch(limit=self.batch_limit, max_bytes=self.max_body_bytes - 256)
+        batch = await self._take()
         if not batch:
-            self._due_mono = self.clock.monotonic() + self.interval_s
-            return SyncResult("idle", delay_s=self.interval_s)
+            now = self.clock.monotonic()
+            waiting = [due for due, _ in self._held.values() if due > now]
+            delay = min([self.interval_s] + [due - now for due in waiting])
+            self._due_mono = now + delay
+            return SyncResult("held" if waiting else "idle", delay_s=delay, kept=len(waiting))
         # JSON and gzip of up to 1 MiB take tens of ms on a Pi: off the loop, like the request.
         batch, raw_len, payload, headers = await self._in_thread(self._build, batch)
         result = SyncResult("sent", sent=len(batch), body_bytes=len(payload), raw_bytes=raw_len)
         try:
             resp = await self._in_thread(self._post, payload, headers)
-        except (requests.RequestException, http.client.HTTPException, OSError) as e:
-            kind = "timeout" if isinstance(e, requests.Timeout) else "connection error"
-            return await self._fail(result, None, f"{kind}: {type(e).__name__}", None)
+        except requests.exceptions.SSLError as e:
+            return await self._fail(result, None, f"TLS failed (certificate not trusted?): {_short(e)}", None)
+        except (requests.RequestException, http.client.HTTPException, OSError, ReplyError) as e:
+            if isinstance(e, ReplyError):
+                kind = str(e)
+            elif isinstance(e, requests.Timeout):
+                kind = f"timeout: {type(e).__name__}"
+            else:
+                kind = f"connection error: {type(e).__name__}"
+            return await self._fail(result, None, kind, None)
         result.status = resp.status
         server_now = _http_date(resp.headers.get("date"))
         if resp.status == 200:
@@ -331,10 +403,26 @@ class Uploader:
         if resp.status in AUTH_STATUS:
             return await self._handle_auth(result, resp, server_now, headers)
         if resp.status == 413:
-            return await self._handle_413(result, batch)
+            return await self._handle_413(result, batch, raw_len)
         self._learn_offset(server_now)
+        if 300 <= resp.status < 400:
+            where = resp.headers.get("location", "")[:200]
+            what = f"HTTP {resp.status} redirect to {where!r}, not followed"
+            return await self._fail(result, resp, what, server_now, state=REDIRECTED)
         what = f"HTTP {resp.status}" + ("" if resp.status in RETRYABLE_STATUS else " (unexpected)")
         return await self._fail(result, resp, what, server_now)
+
+    async def _take(self) -> list[dict]:
+        """The next batch, without the events held back after a lone 413 until they are due."""
+        now = self.clock.monotonic()
+        waiting = {i: size for i, (due, size) in self._held.items() if due > now}
+        limit = self.batch_limit + len(waiting)
+        raw = await self.store.take_batch(limit=limit,
+                                          max_bytes=self.max_body_bytes - 256 + sum(waiting.values()))
+        if self._held and len(raw) < limit:  # the whole queue was seen: forget ids no longer in it
+            present = {e["id"] for e in raw}
+            self._held = {i: v for i, v in self._held.items() if i in present}
+        return [e for e in raw if e["id"] not in waiting][: self.batch_limit]
 
     def _build(self, batch: list[dict]) -> tuple[list[dict], int, bytes, dict]:
         raw = self._encode(batch)
@@ -397,12 +485,25 @@ class Uploader:
 
     def _post(self, payload: bytes, headers: dict) -> _Response:
         """On the worker thread: the whole exchange, body read included."""
+        started, complete = time.monotonic(), False
         r = self._session.post(self.endpoint, data=payload, headers=headers,
-                               timeout=(min(self.timeout_s, 10.0), self.timeout_s))
+                               timeout=(min(self.timeout_s, 10.0), self.timeout_s),
+                               allow_redirects=False, stream=True, verify=self._verify, proxies=self._proxies)
         try:
-            return _Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+            headers = {k.lower(): v for k, v in r.headers.items()}
+            try:
+                content = _read_capped(r.raw, headers.get("content-encoding", ""), self.max_reply_bytes,
+                                       deadline=started + self.timeout_s)
+            except ReadTimeoutError as e:  # reading r.raw directly: urllib3's errors, not requests'
+                raise requests.Timeout(e) from e
+            except TransportError as e:
+                raise requests.ConnectionError(e) from e
+            complete = True
+            return _Response(r.status_code, headers, content)
         finally:
-            r.close()
+            if not complete:  # the rest of a body we will not read: drop the connection
+                r.raw.close()
+            r.close()  # back to the pool (keep-alive) when the body was read to its end
 
     def _learn_offset(self, server_now: datetime | None, sent_at: datetime | None = None) -> None:
         if server_now is None:
@@ -427,6 +528,9 @@ class Uploader:
                 verdicts[item["id"]] = (item["status"], str(item.get("reason") or ""))
         delivered = [i for i, (s, _) in verdicts.items() if s in ("accepted", "duplicate")]
         rejected = [(i, r or "rejected by the server") for i, (s, r) in verdicts.items() if s == "rejected"]
+        for i, _ in verdicts.items():
+            if verdicts[i][0] != "retry":
+                self._held.pop(i, None)
         if delivered:
             await self.store.forget(delivered)
         if rejected:
@@ -442,7 +546,10 @@ class Uploader:
             return await self._fail(result, None, "a 200 reply without usable results", server_now)
         self.failures = 0
         self.batch_limit = min(self.batch_max, self.batch_limit * 2)
-        await self._set_state(ONLINE, "HTTP 200")
+        if self._held:
+            await self._set_state(TOO_LARGE, f"{len(self._held)} event(s) held back after HTTP 413")
+        else:
+            await self._set_state(ONLINE, "HTTP 200")
         await self._record_success(len(delivered))
         # Progress made: go again at once (an all-"retry" remainder would have failed above).
         self._due_mono = self.clock.monotonic()
@@ -502,22 +609,31 @@ class Uploader:
         await self._schedule_failure(delay, UNAUTHORISED, detail)
         return result
 
-    async def _handle_413(self, result, batch) -> SyncResult:
+    async def _handle_413(self, result, batch, raw_len: int) -> SyncResult:
         if len(batch) > 1:
             self.batch_limit = max(1, len(batch) // 2)
-            LOGGER.info("server says the batch is too large; sending %d events at a time", self.batch_limit)
+            LOGGER.debug("server says the batch is too large; sending %d events at a time", self.batch_limit)
             result.outcome = "too_large"
             self._due_mono = self.clock.monotonic()
             return result
-        # One event the server finds too large on its own will never go: set it aside.
-        reason = "the server answered 413 (too large) to this event alone"
-        await self.store.dead_letter([(batch[0]["id"], reason)])
-        LOGGER.warning("event %s is too large for the server; kept as a dead letter", batch[0]["id"])
-        result.outcome, result.rejected = "too_large", 1
-        self._due_mono = self.clock.monotonic()
+        # Refused alone: a proxy's body limit, not the event's fault (each is within the spec's
+        # 1 MiB). Keep it, hold it back for a long while, let the rest flow after a short backoff
+        # (which grows if every event is refused: a proxy that answers 413 to everything).
+        event_id = batch[0]["id"]
+        hold_s = self.too_large_backoff_s * (0.5 + self.rng.random() / 2 if self.jitter else 1.0)
+        if len(self._held) >= HELD_MAX and event_id not in self._held:
+            self._held.pop(min(self._held, key=lambda i: self._held[i][0]))
+        self._held[event_id] = (self.clock.monotonic() + hold_s, raw_len)
+        self.failures += 1
+        delay = self.backoff_s()
+        detail = (f"HTTP 413 for event {event_id} alone ({raw_len} bytes); kept, retried in {hold_s:.0f} s;"
+                  f" {len(self._held)} event(s) held back")
+        result.outcome, result.error, result.delay_s, result.kept = "too_large", detail, delay, 1
+        await self._set_state(TOO_LARGE, detail)
+        await self._schedule_failure(delay, TOO_LARGE, detail)
         return result
 
-    async def _fail(self, result, resp, what: str, server_now) -> SyncResult:
+    async def _fail(self, result, resp, what: str, server_now, state: str = OFFLINE) -> SyncResult:
         self.failures += 1
         delay = self.backoff_s()
         retry_after = parse_retry_after(resp.headers.get("retry-after") if resp else None, server_now)
@@ -528,9 +644,50 @@ class Uploader:
             delay = retry_after + (self.rng.uniform(0, spread) if self.jitter else 0.0)
         result.outcome, result.error, result.delay_s = "failed", what, delay
         result.kept = result.sent - result.delivered - result.rejected
-        await self._set_state(OFFLINE, what)
-        await self._schedule_failure(delay, OFFLINE, what)
+        await self._set_state(state, what)
+        await self._schedule_failure(delay, state, what)
         return result
+
+
+def _read_capped(raw, encoding: str, cap: int, deadline: float) -> bytes:
+    """At most ``cap`` bytes of body, decoded; ReplyError past that or past ``deadline``.
+
+    The raw stream is read without urllib3's decoding so that a small gzip body cannot expand
+    to gigabytes in one read: decompression is bounded here too.
+    """
+    encoding = encoding.strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise ReplyError(f"reply in Content-Encoding {encoding!r}, which the hub did not ask for")
+    chunks, total = [], 0
+    while True:
+        chunk = raw.read(64 * 1024, decode_content=False)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > cap:
+            raise ReplyError(f"reply over {cap} bytes, not read further")
+        if time.monotonic() > deadline:
+            raise ReplyError("reply took longer than server.timeout to read")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if encoding in ("", "identity"):
+        return body
+    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib, detected from the header
+    try:
+        out = d.decompress(body, cap + 1)
+    except zlib.error as e:
+        raise ReplyError(f"reply is not valid {encoding}: {e}") from None
+    if len(out) > cap or d.unconsumed_tail:
+        raise ReplyError(f"reply over {cap} bytes once decompressed, not read further")
+    return out
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    for marker in ("certificate verify failed", "CERTIFICATE_VERIFY_FAILED"):
+        if marker in text:
+            return "certificate verify failed" + text.split(marker, 1)[1].split(")", 1)[0]
+    return text[:160]
 
 
 def _reason(content: bytes) -> str:

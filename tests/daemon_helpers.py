@@ -62,18 +62,18 @@ def run_once(config_path, delay_s: float) -> set[str]:
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    for _ in range(300):  # up to 30 s, but give up as soon as the daemon exits
-        if ready.wait(0.1) or proc.poll() is not None:
-            break
-    if not ready.is_set():
-        proc.kill()
+    try:
+        for _ in range(300):  # up to 30 s, but give up as soon as the daemon exits
+            if ready.wait(0.1) or proc.poll() is not None:
+                break
+        if not ready.is_set():
+            raise AssertionError("daemon did not start:\n" + "".join(lines[-30:]))
+        # A random moment while it commits (the feeder keeps it busy), then the power goes.
+        threading.Event().wait(delay_s)
+    finally:  # also when the test fails or times out: never leave a daemon behind
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
         reader.join(timeout=10)
-        raise AssertionError("daemon did not start:\n" + "".join(lines[-30:]))
-    # A random moment while it commits (the feeder keeps it busy), then the power goes.
-    threading.Event().wait(delay_s)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    reader.join(timeout=10)
     return acked
 
 

@@ -8,6 +8,8 @@ rebooted) wait in ``take_outgoing()`` for whoever owns the link.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Callable
 
 from drivers.belt import micradar, ndjson, tinyframe
 from drivers.belt.reading import Reading
@@ -28,17 +30,41 @@ def default_baudrate(protocol: str, baudrate: int = 0) -> int:
 
 
 class Decoder:
-    """Base: counts frames, logs the firmware once and each unknown message once."""
+    """Base: counts frames, logs the firmware once and each unknown message once.
+
+    ``feed`` never raises: a frame the protocol code cannot interpret is dropped and counted
+    (``decode_errors``), and should the reassembler itself fail, its buffer is dropped with it,
+    so one bad input can never stay in the buffer and fail again on every later read.
+    """
 
     protocol = ""
 
-    def __init__(self):
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
         self.firmware: str | None = None
-        self._extra = {"unknown": 0}
+        self.monotonic = monotonic
+        self._extra = {"unknown": 0, "decode_errors": 0}
         self._seen_unknown: set = set()
+        self._seen_errors: set = set()
         self._outbox: list[bytes] = []
 
     def feed(self, data: bytes) -> list[Reading]:
+        try:
+            frames = self._reassembler.feed(data)
+        except Exception as exc:  # a bug in the framing: never let its input stay buffered
+            self._error("framing", exc)
+            self._reassembler.reset()
+            return []
+        out = []
+        for frame in frames:
+            try:
+                reading = self._interpret(frame)
+            except Exception as exc:
+                self._error("interpreting", exc)
+                continue
+            out.append(reading)
+        return out
+
+    def _interpret(self, frame) -> Reading:
         raise NotImplementedError
 
     def handshake_frames(self) -> list[bytes]:
@@ -58,6 +84,14 @@ class Decoder:
         out, self._outbox = self._outbox, []
         return out
 
+    def _error(self, what: str, exc: Exception) -> None:
+        self._extra["decode_errors"] += 1
+        key = (what, type(exc).__name__)
+        if key not in self._seen_errors and len(self._seen_errors) < 64:
+            self._seen_errors.add(key)
+            LOGGER.error("belt %s: %s failed on a frame, dropped it (counted from now on): %r",
+                         self.protocol, what, exc, exc_info=exc)
+
     def _note(self, reading: Reading) -> None:
         if reading.firmware and reading.firmware != self.firmware:
             self.firmware = reading.firmware
@@ -73,69 +107,83 @@ class Decoder:
 
 
 class MicRadarDecoder(Decoder):
+    """Answers a reported reset with the start-up frames, at most once per
+    ``micradar.REHANDSHAKE_MIN_S``: a flood of reset frames never floods the sensor, and a reset
+    inside the interval is still answered once the interval is over."""
+
     protocol = micradar.PROTOCOL
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        super().__init__(monotonic)
         self._reassembler = micradar.Reassembler()
+        self._extra["handshakes_deferred"] = 0
+        self._handshake_at: float | None = None
+        self._handshake_owed = False
 
     def handshake_frames(self) -> list[bytes]:
         return micradar.handshake_frames()
 
-    def feed(self, data: bytes) -> list[Reading]:
-        out = []
-        interpret = micradar.interpret
-        for frame in self._reassembler.feed(data):
-            reading = interpret(frame)
-            if reading.kind != "instant":
-                self._note(reading)
-                if micradar.is_reinit(reading):
-                    LOGGER.info("belt radar (re)initialised: sending its start-up frames")
-                    self._outbox.extend(micradar.handshake_frames())
-            out.append(reading)
-        return out
+    def _interpret(self, frame) -> Reading:
+        reading = micradar.interpret(frame)
+        if reading.kind != "instant":
+            self._note(reading)
+            if micradar.is_reinit(reading):
+                self._handshake_owed = True
+                if not self._may_handshake():
+                    self._extra["handshakes_deferred"] += 1
+                self._handshake_if_due()
+        return reading
+
+    def take_outgoing(self) -> list[bytes]:
+        self._handshake_if_due()
+        return super().take_outgoing()
+
+    def _may_handshake(self) -> bool:
+        return (self._handshake_at is None
+                or self.monotonic() - self._handshake_at >= micradar.REHANDSHAKE_MIN_S)
+
+    def _handshake_if_due(self) -> None:
+        if self._handshake_owed and self._may_handshake():
+            LOGGER.info("belt radar (re)initialised: sending its start-up frames")
+            self._handshake_owed = False
+            self._handshake_at = self.monotonic()
+            self._outbox = micradar.handshake_frames()   # never more than one set waiting
 
 
 class TinyFrameDecoder(Decoder):
     protocol = tinyframe.PROTOCOL
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        super().__init__(monotonic)
         self._reassembler = tinyframe.Reassembler()
 
     def handshake_frames(self) -> list[bytes]:
         return tinyframe.handshake_frames()
 
-    def feed(self, data: bytes) -> list[Reading]:
-        out = []
-        for frame in self._reassembler.feed(data):
-            reading = tinyframe.interpret(frame)
-            if reading.kind != "instant":
-                self._note(reading)
-            out.append(reading)
-        return out
+    def _interpret(self, frame) -> Reading:
+        reading = tinyframe.interpret(frame)
+        if reading.kind != "instant":
+            self._note(reading)
+        return reading
 
 
 class NdjsonDecoder(Decoder):
     protocol = ndjson.PROTOCOL
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        super().__init__(monotonic)
         self._reassembler = ndjson.Reassembler()
         self._warned: set = set()
 
-    def feed(self, data: bytes) -> list[Reading]:
-        out = []
-        for line in self._reassembler.feed(data):
-            for key in line.unknown:
-                self._warn_once(("unknown", key), "belt NDJSON key %r is not in the schema "
-                                "(docs/belt-ndjson.md); ignored", key)
-            for key, why in line.rejected.items():
-                self._warn_once(("rejected", key), "belt NDJSON key %r dropped: %s", key, why)
-            reading = ndjson.to_reading(line)
-            self._note(reading)
-            out.append(reading)
-        return out
+    def _interpret(self, line) -> Reading:
+        for key in line.unknown:
+            self._warn_once(("unknown", key), "belt NDJSON key %r is not in the schema "
+                            "(docs/belt-ndjson.md); ignored", key)
+        for key, why in line.rejected.items():
+            self._warn_once(("rejected", key), "belt NDJSON key %r dropped: %s", key, why)
+        reading = ndjson.to_reading(line)
+        self._note(reading)
+        return reading
 
     def _warn_once(self, key, msg, *args) -> None:
         if key not in self._warned and len(self._warned) < 256:
@@ -146,9 +194,11 @@ class NdjsonDecoder(Decoder):
 _DECODERS = {"micradar": MicRadarDecoder, "tinyframe": TinyFrameDecoder, "ndjson": NdjsonDecoder}
 
 
-def make_decoder(protocol: str) -> Decoder:
+def make_decoder(protocol: str, *, monotonic: Callable[[], float] = time.monotonic) -> Decoder:
+    """``monotonic`` paces what the decoder asks to send (the re-handshake after a reset)."""
     try:
-        return _DECODERS[protocol]()
+        cls = _DECODERS[protocol]
     except KeyError:
         raise ValueError(f"unknown belt protocol {protocol!r} (use one of: "
                          + ", ".join(PROTOCOLS) + ")") from None
+    return cls(monotonic)

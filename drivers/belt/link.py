@@ -88,6 +88,7 @@ class BeltLink:
         self.bytes_received = 0
         self._serial: serial.SerialBase | None = None
         self._stop: asyncio.Event | None = None
+        self._consumer_failed = False
 
     def __repr__(self) -> str:
         return f"<BeltLink {self.url} state={self.state}>"
@@ -192,7 +193,12 @@ class BeltLink:
                     if not flowed:
                         flowed = True
                         self._report(CONNECTED, {"url": self.url, "baudrate": self.baudrate})
-                    self.on_bytes(data)
+                    try:
+                        self.on_bytes(data)
+                    except Exception:  # a broken consumer must not stop the link
+                        if not self._consumer_failed:
+                            LOGGER.exception("belt bytes consumer failed (logged once)")
+                        self._consumer_failed = True
                 elif now - last_mono >= self.stale_timeout_s:
                     self._report(DISCONNECTED, {
                         "url": self.url,

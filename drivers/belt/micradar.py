@@ -36,6 +36,9 @@ MAX_FRAME_LEN = MAX_DATA_LEN + OVERHEAD
 
 # Device limits of the heart rate field: 100 (V2.3) or 120 (V3.4). A value there may be higher.
 HR_LIMITS_BPM = (100, 120)
+# A radar that reports a reset again and again (a brown-out loop, or a line that echoes) gets
+# its start-up frames at most this often; a reset inside the interval is answered at its end.
+REHANDSHAKE_MIN_S = 10.0
 # The 10-minute composite report.
 COMPOSITE_WINDOW_S = 600.0
 
@@ -169,6 +172,9 @@ class Reassembler:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    def reset(self) -> None:
+        self._buf.clear()
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf

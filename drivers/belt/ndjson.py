@@ -22,6 +22,9 @@ PROTOCOL = "ndjson"
 DEFAULT_BAUDRATE = 115200
 MAX_LINE = 1024
 SCHEMA_VERSION = 1
+# Largest count accepted (turn-overs, exits, apneas in one window): far above any real night,
+# far below anything that could overflow arithmetic downstream.
+MAX_COUNT = 100_000
 
 RESP_STATES = frozenset(("normal", "fast", "slow", "apnea", "holding", "movement", "none"))
 MOTIONS = frozenset(("none", "still", "active"))
@@ -37,31 +40,38 @@ def _bool(v):
 
 def _num(lo: float, hi: float):
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError("must be a number")
-        if not lo <= v <= hi:
+        try:
+            f = float(v)  # a 400-digit integer raises OverflowError here
+        except OverflowError:
+            raise ValueError(f"must be between {lo} and {hi}") from None
+        if not math.isfinite(f):
+            raise ValueError("must be a number")
+        if not lo <= f <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
-        return float(v)
+        return f
     return check
 
 
 def _count(v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError("must be a whole number >= 0")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_COUNT:
+        raise ValueError(f"must be a whole number between 0 and {MAX_COUNT}")
     return v
 
 
 def _one_of(allowed):
     def check(v):
-        if v not in allowed:
+        if not isinstance(v, str) or v not in allowed:
             raise ValueError("must be one of " + ", ".join(sorted(allowed)))
         return v
     return check
 
 
 def _text(v):
-    if not isinstance(v, str) or len(v) > 64:
-        raise ValueError("must be a string of at most 64 characters")
+    # printable: no control characters, and no lone surrogate (it could not be stored as UTF-8)
+    if not isinstance(v, str) or len(v) > 64 or not v.isprintable():
+        raise ValueError("must be a string of at most 64 printable characters")
     return v
 
 
@@ -123,7 +133,7 @@ def parse_object(obj: dict) -> Line:
             continue
         try:
             fields[key] = check(value)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             rejected[key] = str(exc)
     for key in ("heart_rate_bpm", "resp_rate_per_min"):
         if fields.get(key) == 0.0 and not (key == "resp_rate_per_min"
@@ -149,36 +159,43 @@ class Reassembler:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def reset(self) -> None:
+        """Forget whatever is buffered (the facade's last resort after an unexpected error)."""
+        self._buf.clear()
+        self._skipping = False
+
     def feed(self, data: bytes) -> list[Line]:
         buf = self._buf
         buf += data
         out: list[Line] = []
         pos = 0
-        while True:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                if len(buf) - pos > MAX_LINE:
-                    if not self._skipping:
-                        self.counters["oversize"] += 1
-                    self.counters["garbage_bytes"] += len(buf) - pos
-                    self._skipping = True
-                    pos = len(buf)
-                break
-            raw = bytes(buf[pos:nl])
-            pos = nl + 1
-            if self._skipping:
-                self.counters["garbage_bytes"] += len(raw) + 1
-                self._skipping = False
-                continue
-            if len(raw) > MAX_LINE:
-                self.counters["oversize"] += 1
-                self.counters["garbage_bytes"] += len(raw) + 1
-                continue
-            line = self._parse(raw)
-            if line is not None:
-                out.append(line)
-        if pos:
-            del buf[:pos]
+        try:
+            while True:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if len(buf) - pos > MAX_LINE:
+                        if not self._skipping:
+                            self.counters["oversize"] += 1
+                        self.counters["garbage_bytes"] += len(buf) - pos
+                        self._skipping = True
+                        pos = len(buf)
+                    break
+                raw = bytes(buf[pos:nl])
+                pos = nl + 1   # consumed before it is parsed: a line that breaks the parser is gone
+                if self._skipping:
+                    self.counters["garbage_bytes"] += len(raw) + 1
+                    self._skipping = False
+                    continue
+                if len(raw) > MAX_LINE:
+                    self.counters["oversize"] += 1
+                    self.counters["garbage_bytes"] += len(raw) + 1
+                    continue
+                line = self._parse(raw)
+                if line is not None:
+                    out.append(line)
+        finally:
+            if pos:
+                del buf[:pos]
         return out
 
     def _parse(self, raw: bytes) -> Line | None:

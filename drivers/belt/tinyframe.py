@@ -38,6 +38,10 @@ TYPE_TARGETS = 0x0A04
 TYPE_TRACK = 0x0A17
 TYPE_FIRMWARE = 0xFFFF
 
+# Beyond these the module is not measuring a person (the NDJSON schema's limits): no reading.
+MAX_HR_BPM = 300.0
+MAX_RR_PER_MIN = 120.0
+
 _F32 = struct.Struct("<f")
 _FLAG_F32 = struct.Struct("<If")
 
@@ -111,6 +115,9 @@ class Reassembler:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def reset(self) -> None:
+        self._buf.clear()
+
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data
@@ -160,9 +167,9 @@ class Reassembler:
 
 
 # --- interpretation ------------------------------------------------------------------------
-def _rate(data: bytes) -> float | None:
+def _rate(data: bytes, limit: float) -> float | None:
     (value,) = _F32.unpack_from(data)
-    if value == 0.0 or not math.isfinite(value) or value < 0:
+    if value == 0.0 or not math.isfinite(value) or value < 0 or value > limit:
         return None
     return round(value, 2)
 
@@ -178,9 +185,9 @@ def interpret(frame: Frame) -> Reading:
     t, d = frame.type, frame.data
     n = len(d)
     if t == TYPE_HEART_RATE and n >= 4:
-        return Reading(PROTOCOL, heart_rate_bpm=_rate(d))
+        return Reading(PROTOCOL, heart_rate_bpm=_rate(d, MAX_HR_BPM))
     if t == TYPE_RESP_RATE and n >= 4:
-        return Reading(PROTOCOL, resp_rate_per_min=_rate(d))
+        return Reading(PROTOCOL, resp_rate_per_min=_rate(d, MAX_RR_PER_MIN))
     if t == TYPE_PRESENCE and n >= 1:
         return Reading(PROTOCOL, presence=bool(int.from_bytes(d[:2], "little")))
     if t == TYPE_DISTANCE and n >= 8:

@@ -154,3 +154,16 @@ def test_unknown_pattern_is_refused_clearly(factory):
 
 def test_no_gpio_table_means_no_panel(factory):
     assert Panel.from_config(None, factory, on_press=print, loop=None) is None
+
+
+def test_the_panel_runs_no_polling_thread(factory):
+    """gpiozero's Button keeps a HoldThread waking ten times a second; the panel must not use it."""
+    from gpiozero.mixins import HoldThread
+
+    async def main():
+        rig = Rig(asyncio.get_running_loop(), factory)
+        try:
+            assert not [t for t in threading.enumerate() if isinstance(t, HoldThread)]
+        finally:
+            rig.panel.close()
+    asyncio.run(main())

@@ -10,6 +10,7 @@ import tomllib
 import pytest
 
 from hub import cli, config
+from hub.clock import SystemClock
 from hub.errors import ConfigError
 from tests.conftest import EXAMPLE, MINIMAL
 
@@ -211,6 +212,201 @@ def test_check_config_runs_as_a_module_without_traceback(write_config):
                           capture_output=True, text=True)
     assert proc.returncode == 78
     assert proc.stderr.startswith(f"{path}:6: ") and "Traceback" not in proc.stderr
+
+
+# --- numbers are numbers ------------------------------------------------------------------
+def _numeric_keys():
+    """Every key of the schema that takes a number or a duration (rules included)."""
+    for table, keys in config.SCHEMA.items():
+        nested = keys.items() if table in config.NESTED_TABLES else [(None, keys)]
+        for sub, schema in nested:
+            for name, key in schema.items():
+                if any(_takes_number(key, probe) for probe in (0, 1.5, 2, 30, 1000, 10 ** 9)):
+                    yield (table, sub, name)
+
+
+def _takes_number(key, probe) -> bool:
+    try:
+        key.parse(probe)
+        return True
+    except Exception as e:
+        return "out of range" in str(e)
+
+
+NUMERIC_KEYS = sorted(_numeric_keys(), key=str)
+
+
+def test_the_schema_has_numeric_keys_to_check():
+    names = {".".join(p for p in k if p) for k in NUMERIC_KEYS}
+    assert {"hub.heartbeat_interval", "store.quota_mb", "server.timeout"} <= names
+    assert any(n.startswith("rules.") for n in names) and len(names) > 20
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_nan_and_infinity_are_rejected_by_every_numeric_key(value, write_config):
+    problems = []
+    for table, sub, name in NUMERIC_KEYS:
+        header = f"[{table}.{sub}]" if sub else f"[{table}]"
+        if table == "hub":
+            text = MINIMAL + f"{name} = {value}\n"
+            line = MINIMAL.count("\n") + 1
+        else:
+            extra = 'port = "/dev/null"\n' if table == "belt" else ""
+            text = MINIMAL + f"\n{header}\n{extra}{name} = {value}\n"
+            line = text.count("\n")
+        path = write_config(text)
+        dotted = ".".join(p for p in (table, sub, name) if p)
+        try:
+            config.load(path)
+        except ConfigError as e:
+            if not any(p.startswith(f"{path}:{line}: {dotted}: ") for p in e.problems):
+                problems.append((dotted, e.problems))
+        else:
+            problems.append((dotted, "accepted"))
+    assert not problems
+
+
+def test_nan_threshold_no_longer_disables_a_rule(write_config):
+    path = write_config(MINIMAL + "\n[rules.hr_high]\nthreshold = nan\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert e.value.problems == [f"{path}:8: rules.hr_high.threshold: nan is not a finite number"]
+
+
+# --- the token file is read one way -----------------------------------------------------------
+def _server(token_file):
+    return MINIMAL + f'\n[server]\nurl = "https://care.example.org/api"\ntoken_file = "{token_file}"\n'
+
+
+@pytest.mark.parametrize("content,token", [
+    ("s3cret\n", "s3cret"), ("\ns3cret\n", "s3cret"), ("  s3cret  \r\n\n", "s3cret"), ("s3cret", "s3cret")])
+def test_check_config_and_run_read_the_same_token(content, token, write_config, tmp_path):
+    from hub.app import build_uploader
+    path = tmp_path / "token"
+    path.write_text(content)
+    path.chmod(0o600)
+    cfg = config.load(write_config(_server(path)))          # check-config's reading
+    uploader = build_uploader(cfg, store=None, clock=SystemClock(), on_ack=None)   # run's reading
+    assert uploader._token == token
+
+
+@pytest.mark.parametrize("content,why", [
+    ("", "is empty"), ("\n \n", "is empty"), ("s3cret\nother\n", "more than one line"),
+    ("s3 cret\n", "spaces"), ("s3cret\x00\n", "control"), ("sécret\n", "non-ASCII")])
+def test_a_token_run_would_refuse_is_refused_by_check_config(content, why, write_config, tmp_path):
+    from hub.app import build_uploader
+    path = tmp_path / "token"
+    path.write_text(content)
+    path.chmod(0o600)
+    cfg_path = write_config(_server(path))
+    with pytest.raises(ConfigError) as e:
+        config.load(cfg_path)
+    [line] = e.value.problems
+    assert line.startswith(f"{cfg_path}:9: server.token_file: ") and why in line
+    # and run, handed the same file (it changed after check-config), says the same
+    good = tmp_path / "good"
+    good.write_text("ok\n")
+    good.chmod(0o600)
+    cfg = config.load(write_config(_server(good)))
+    cfg["server"]["token_file"] = str(path)
+    with pytest.raises(ConfigError) as e:
+        build_uploader(cfg, store=None, clock=SystemClock(), on_ack=None)
+    assert why in e.value.problems[0]
+
+
+# --- [sms] and [[sms.phones]] ------------------------------------------------------------------
+SMS = MINIMAL + """
+[sms]
+port = "/dev/carehub-modem"
+when = "always"
+
+[[sms.phones]]
+number = "+8613800000000"
+name = "Duty desk"
+priorities = [2, 1]
+
+[[sms.phones]]
+number = "+8613900000000"
+call = true
+"""
+
+
+def test_sms_phones_are_read_in_order_with_defaults(write_config):
+    cfg = config.load(write_config(SMS))
+    phones = cfg["sms"]["phones"]
+    assert [p["number"] for p in phones] == ["+8613800000000", "+8613900000000"]
+    assert phones[0]["priorities"] == [1, 2] and phones[1]["priorities"] == [1]
+    assert (phones[0]["call"], phones[1]["call"]) == (False, True)
+    assert cfg["sms"]["ack_words"] == ["OK", "1"] and cfg["sms"]["fallback_after"] == 60.0
+    assert cfg["sms"]["quiet_hours"] is None
+
+
+def test_no_sms_table_means_no_modem(write_config):
+    assert config.load(write_config(MINIMAL))["sms"] is None
+
+
+@pytest.mark.parametrize("old, new, key, line, says", [
+    ('number = "+8613800000000"', 'number = "13800000000"', "sms.phones[0].number", 12, "E.164"),
+    ('number = "+8613900000000"', 'number = "+86 139"', "sms.phones[1].number", 17, "E.164"),
+    ("priorities = [2, 1]", "priorities = [0, 1]", "sms.phones[0].priorities", 14, "1, 2 or 3"),
+    ("priorities = [2, 1]", "priorities = []", "sms.phones[0].priorities", 14, "1, 2 or 3"),
+    ("call = true", "cal = true", "sms.phones[1].cal", 18, "did you mean 'call'?"),
+    ('when = "always"', 'when = "sometimes"', "sms.when", 9, "always, fallback"),
+    ('when = "always"', 'when = "always"\nquiet_hours = "22-07"', "sms.quiet_hours", 10, "HH:MM-HH:MM"),
+    ('when = "always"', 'when = "always"\nack_words = "OK"', "sms.ack_words", 10, "list of words"),
+    ('when = "always"', 'when = "always"\nmap_url = "https://x/"', "sms.map_url", 10, "{lat}"),
+    ('number = "+8613900000000"', 'number = "+8613800000000"', "sms.phones[1].number", 17, "listed twice"),
+])
+def test_bad_sms_values_name_file_line_and_key(old, new, key, line, says, write_config):
+    path = write_config(SMS.replace(old, new))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{line}: {key}: "), problem
+    assert says in problem
+
+
+def test_sms_without_phones_or_port_is_refused(write_config):
+    path = write_config(MINIMAL + '\n[sms]\nwhen = "always"\n')
+    problems = problems_of(path)
+    assert any(p.startswith(f"{path}:7: sms.port: is required") for p in problems), problems
+    assert any(": sms.phones: is required" in p for p in problems), problems
+
+
+def test_a_single_phones_table_is_refused_with_the_right_syntax(write_config):
+    path = write_config(SMS.split("[[sms.phones]]")[0] + '[sms.phones]\nnumber = "+8613800000000"\n')
+    [problem] = problems_of(path)
+    assert "sms.phones: must be tables, one [[sms.phones]] each" in problem
+
+
+def test_phones_in_a_dropin_replace_the_main_files(write_config):
+    main = write_config(SMS)
+    write_config('[[sms.phones]]\nnumber = "+8613700000000"\n', "conf.d/10-phones.toml")
+    bad = write_config('[[sms.phones]]\nnumber = "x"\n', "conf.d/20-bad.toml")
+    [problem] = problems_of(main)
+    assert problem.startswith(f"{bad}:2: sms.phones[0].number: ")
+    bad.unlink()
+    assert [p["number"] for p in config.load(main)["sms"]["phones"]] == ["+8613700000000"]
+
+
+def test_pin_file_is_checked_like_the_token(write_config, tmp_path):
+    pin = tmp_path / "pin"
+    pin.write_text("1234\n")
+    pin.chmod(0o600)
+    text = SMS.replace('when = "always"', f'when = "always"\npin_file = "{pin}"')
+    assert config.load(write_config(text))["sms"]["pin_file"] == str(pin)
+    pin.chmod(0o644)
+    [problem] = problems_of(write_config(text))
+    assert ":10: sms.pin_file: " in problem and "chmod 600" in problem
+    pin.chmod(0o600)
+    pin.write_text("12ab\n")
+    [problem] = problems_of(write_config(text))
+    assert "4 to 8 digits" in problem
+    [problem] = problems_of(write_config(text.replace(str(pin), str(tmp_path / "nope"))))
+    assert "does not exist (a file holding the SIM PIN" in problem
+
+
+def test_summary_lists_the_bound_phones(write_config):
+    text = config.summary(config.load(write_config(SMS)))
+    assert "sms: modem on /dev/carehub-modem, when always, phones: Duty desk (P1/2), +8613900000000 (P1)" in text
 
 
 # --- [watch] ---------------------------------------------------------------------------------

@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
 from offline_queue.store import Store
 from tests.daemon_helpers import KILLS, Feeder, belt_pty, busy_config, run_once
 
+
+# 52 daemon starts: about 90 s on an idle 2-core machine, several minutes on a loaded one.
+@pytest.mark.timeout(600)
 def test_sigkill_at_random_moments_loses_no_acknowledged_event(write_config, tmp_path):
     master, slave, port = belt_pty(tmp_path)
     config_path = write_config(busy_config(port))

@@ -147,3 +147,26 @@ def test_status_without_a_store_says_so(write_config):
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert out.returncode == 1
     assert "no store at" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_notify_socket_nobody_reads_never_freezes_the_daemon(write_config, tmp_path):
+    """systemd always reads its socket; if nothing does, the queue fills and a blocking send would hang."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "full.sock"))
+    try:
+        proc = start_daemon(write_config(FAST), NOTIFY_SOCKET=str(tmp_path / "full.sock"),
+                            WATCHDOG_USEC="20000")  # a ping every 10 ms fills the queue at once
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+                if (tmp_path / "state" / "events.db").exists():
+                    break
+            time.sleep(1.0)  # well past the ~10 queued datagrams the kernel takes
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        sock.close()

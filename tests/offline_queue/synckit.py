@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -30,8 +31,15 @@ def new_clock() -> ManualClock:
 
 
 @contextmanager
-def running_receiver(tmp_path, now, name: str = "receiver.db"):
-    server = make_server("127.0.0.1", 0, tmp_path / name, TOKEN, now=now)
+def running_receiver(tmp_path, now, name: str = "receiver.db", *, tls=None, **kw):
+    """A receiver serving on a thread; ``tls``: a trustme server certificate for https."""
+    ctx = None
+    if tls is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.configure_cert(ctx)
+    if "tokens" not in kw:
+        kw["token"] = TOKEN
+    server = make_server("127.0.0.1", 0, tmp_path / name, now=now, ssl_context=ctx, **kw)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="receiver", daemon=True)
     thread.start()
     try:

@@ -1,7 +1,7 @@
 """docs/openapi.yaml against the live receiver: every documented status is produced for real, every
 real response validates against its documented schema, and the hub's requests match the request schema.
 
-(schemathesis was not used: jsonschema over real responses needs nothing beyond the venv.)
+(test_schemathesis.py fuzzes the same spec; this one makes sure each documented status is real.)
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
 from pathlib import Path
 
 import jsonschema
@@ -67,6 +68,21 @@ def _headers(body: bytes, token=TOKEN, ts="now", clock=None):
             "X-CareHub-Timestamp": ts, "X-CareHub-Signature": sign(token, ts, body)}
 
 
+def _no_length(server, path: str) -> requests.Response:
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+    try:
+        conn.putrequest("POST", path)  # no Content-Length
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.endheaders()
+        raw = conn.getresponse()
+        r = requests.Response()
+        r.status_code, r._content = raw.status, raw.read()
+        r.headers.update(dict(raw.getheaders()))
+        return r
+    finally:
+        conn.close()
+
+
 def test_every_documented_status_is_real_and_every_response_matches(tmp_path):
     clock = new_clock()
     seen: set = set()
@@ -105,15 +121,7 @@ def test_every_documented_status_is_real_and_every_response_matches(tmp_path):
             r = upload()
             assert r.status_code == status
             _check(seen, up_path, "post", r)
-        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
-        conn.putrequest("POST", f"/v1/hubs/{HUB}/events")  # no Content-Length
-        conn.endheaders()
-        raw = conn.getresponse()
-        r = requests.Response()
-        r.status_code, r._content = raw.status, raw.read()
-        r.headers.update(dict(raw.getheaders()))
-        _check(seen, up_path, "post", r)
-        conn.close()
+        _check(seen, up_path, "post", _no_length(server, f"/v1/hubs/{HUB}/events"))
 
         ack = f"{server.url}/v1/alerts/al-1/ack"
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -122,8 +130,26 @@ def test_every_documented_status_is_real_and_every_response_matches(tmp_path):
         _check(seen, ack_path, "post", requests.post(f"{server.url}/v1/alerts/none/ack", json={}, headers=auth,
                                                       timeout=5))
         _check(seen, ack_path, "post", requests.post(ack, data={"token": TOKEN}, allow_redirects=False, timeout=5))
+        as_json = dict(auth, **{"Content-Type": "application/json"})
+        _check(seen, ack_path, "post", requests.post(ack, data=b"[1]", headers=as_json, timeout=5))
+        _check(seen, ack_path, "post", requests.post(ack, data=b"x" * 70_000, headers=as_json, timeout=5))
+        _check(seen, ack_path, "post", requests.post(ack, data=b"{}", headers=dict(auth, **{"Content-Type": "text/plain"}),
+                                                      timeout=5))
+        _check(seen, ack_path, "post", _no_length(server, "/v1/alerts/al-1/ack"))
+        _check(seen, ack_path, "post", requests.delete(ack, timeout=5))
+        _check(seen, up_path, "post", requests.put(url, data=body, timeout=5))
         for path in ("/v1/alerts", "/v1/hubs", "/"):
             _check(seen, path, "get", requests.get(server.url + path, timeout=5))
+            _check(seen, path, "get", requests.get(server.url + path, headers=auth, timeout=5))
+            _check(seen, path, "get", requests.patch(server.url + path, timeout=5))
+
+    with running_receiver(tmp_path, clock.now, name="busy.db", max_connections=1) as busy:
+        with socket.create_connection(busy.server_address[:2], timeout=5):  # holds the only slot
+            for path, method in [("/v1/alerts", "get"), ("/v1/hubs", "get"), ("/", "get"),
+                                 ("/v1/alerts/al-1/ack", "post")]:
+                r = requests.request(method, busy.url + path, timeout=5)
+                assert r.status_code == 503
+                _check(seen, path if "ack" not in path else ack_path, method, r)
 
     documented = {(p, m, s) for p, ops in SPEC["paths"].items() for m, op in ops.items()
                   for s in op["responses"]}

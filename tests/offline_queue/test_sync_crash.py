@@ -12,12 +12,16 @@ import sys
 import threading
 import time
 
+import pytest
+
 from offline_queue.receiver import make_server
 from offline_queue.store import read_status
 from tests.conftest import REPO
 from tests.daemon_helpers import KILLS, Feeder, belt_pty, busy_config, run_once
 
 
+# 52 daemon starts: about 90 s on an idle 2-core machine, several minutes on a loaded one.
+@pytest.mark.timeout(600)
 def test_sigkill_during_uploads_loses_and_doubles_nothing(write_config, token_file, tmp_path):
     server = make_server("127.0.0.1", 0, tmp_path / "receiver.db", token_file.read_text())
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -6,6 +6,8 @@ Real receiver on 127.0.0.1, real store on a tmp file, time on a ManualClock.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 from datetime import timedelta
 from email.utils import format_datetime
 
@@ -117,20 +119,94 @@ def test_connection_refused_backs_off_and_keeps_everything(tmp_path):
     asyncio.run(go())
 
 
-def test_413_down_to_one_event_sets_it_aside(tmp_path):
+async def _attempts(up, clock, n: int) -> list:
+    """``n`` scheduled attempts, each when the uploader says it is due."""
+    out = []
+    for _ in range(n):
+        clock.advance(up.due_in_s)
+        out.append(await up.sync_once())
+    return out
+
+
+def _server_states(batch) -> list[str]:
+    return [e["data"]["state"] for e in batch if e["type"] == "device.status" and e["data"]["device"] == "server"]
+
+
+def test_a_proxy_that_413s_everything_costs_no_event(tmp_path, caplog):
+    """Spec section 4: a 413 is never a reason to give up an event; only `rejected` is."""
+    from hub.status import main as status_main
+
     async def go():
         clock = new_clock()
+        statuses = []
+        cfg = {"hub": {"id": "home-test", "state_dir": str(tmp_path / "state")}}
+        (tmp_path / "state").mkdir()
+        with running_receiver(tmp_path, clock.now) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "state" / "events.db", factory) as store:
+                events = await commit_mix(store, factory, clock, n_vitals=8, n_alerts=2)
+                events.append(await store.commit(factory.make(
+                    "alert.escalated", {"alert_id": "a-0", "priority": 2}, 2)))
+                up = make_uploader(store, server, clock, make_event=factory.make,
+                                   on_status=lambda s, d: statuses.append(s))
+                server.faults.hold(Fault("status", status=413))
+                t0 = clock.monotonic()
+                caplog.clear()
+                with caplog.at_level(logging.INFO, logger="offline_queue.uploader"):
+                    results = await _attempts(up, clock, 40)
+                assert await store.dead_letter_count() == 0, "a 413 dead-lettered an event"
+                left = await store.take_batch(limit=500, max_bytes=10**9)
+                assert {e.id for e in events} <= {e["id"] for e in left}
+                assert _server_states(left) == ["payload_too_large"]  # one sync-state event
+                assert statuses == ["payload_too_large"]
+                assert len([r for r in caplog.records if r.levelno >= logging.INFO]) == 1
+                assert up.state == "payload_too_large"
+                # long backoff: 40 refused attempts take hours, not a burst of requests
+                assert clock.monotonic() - t0 > 3600
+                assert max(r.delay_s for r in results) >= 900
+                out = io.StringIO()
+                status_main(cfg, out=out)
+                assert "payload_too_large" in out.getvalue()
+                server.faults.clear()
+                await drain(up, clock)
+                got = [e["id"] for e in server.events()]
+                assert len(got) == len(set(got)) and {e.id for e in events} <= set(got)
+                assert await store.depth() == {1: 0, 2: 0, 3: 0}
+                assert statuses == ["payload_too_large", "online"]
+
+    asyncio.run(go())
+
+
+def test_one_event_too_large_for_a_proxy_is_kept_and_the_rest_flows(tmp_path):
+    """A reverse proxy with a tight body limit: small events pass, the big alert waits, never dies."""
+    async def go():
+        clock = new_clock()
+        statuses = []
         with running_receiver(tmp_path, clock.now) as server:
             factory = make_factory(clock)
             async with open_store(tmp_path / "queue.db", factory) as store:
-                events = await commit_mix(store, factory, clock, 3, 0)
-                up = make_uploader(store, server, clock)
-                server.faults.push(*[Fault("status", status=413)] * 2)
-                sizes = [(await up.sync_once()).sent for _ in range(2)]
-                assert sizes == [3, 1]  # halved to one; the lone event then goes aside
-                assert await store.dead_letter_count() == 1
-                await drain(up, clock)
-                got = {e["id"] for e in server.events()}
-                assert got == {e.id for e in events[1:]}
+                big = await store.commit(factory.make("alert.raised", {
+                    "alert_id": "a-big", "rule": "fall", "priority": 1, "message": "Fall",
+                    "details": {"trace": "x" * 6000}}))
+                small = [await store.commit(factory.make("vitals.minute", {"i": i})) for i in range(12)]
+                up = make_uploader(store, server, clock, gzip_min_bytes=10**9, make_event=factory.make,
+                                   on_status=lambda s, d: statuses.append(s))
+                server.faults.hold(Fault("body_limit", limit_bytes=4000))
+                for _ in range(30):
+                    clock.advance(up.due_in_s)
+                    await up.sync_once()
+                    if {e.id for e in small} <= {e["id"] for e in server.events()}:
+                        break
+                assert {e.id for e in small} <= {e["id"] for e in server.events()}, "the rest did not flow"
+                assert big.id not in {e["id"] for e in server.events()}
+                assert await store.dead_letter_count() == 0
+                assert await store.depth() == {1: 1, 2: 0, 3: 0}  # the big alert, kept
+                assert statuses == ["payload_too_large"]
+                server.faults.clear()
+                await drain(up, clock)  # after its long backoff it goes
+                assert big.id in {e["id"] for e in server.events()}
+                assert await store.depth() == {1: 0, 2: 0, 3: 0}
+                assert statuses == ["payload_too_large", "online"]
+                assert _server_states(server.events()) == ["payload_too_large", "online"]
 
     asyncio.run(go())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import random
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -465,3 +467,142 @@ def test_stop_abandons_a_hanging_request_at_once_and_forgets_nothing(tmp_path):
                 assert await store.depth() == {1: 1, 2: 0, 3: 0}  # re-sent next time, a duplicate
 
     _run(go())  # and asyncio.run returns: there is no executor thread for it to join
+
+
+# --- the HTTP client trusts only what it was told (issue 9, item 6) ------------------------
+
+@pytest.mark.parametrize("value", ["١٢", "1e3", "-5", "+5", "²", "5.5", "0x10", "12 s", "",
+                                   "06 Nov 2026 08:49:37 GMT", "2026-11-23T22:05:00Z"])
+def test_retry_after_takes_ascii_digits_and_http_dates_only(value):
+    assert parse_retry_after(value, datetime(2026, 11, 23, 22, 0, tzinfo=timezone.utc)) is None
+
+
+@pytest.mark.parametrize("value", ["Mon, 23 Nov 2026 22:05:00 GMT",  # IMF-fixdate
+                                   "Monday, 23-Nov-26 22:05:00 GMT",  # obsolete RFC 850
+                                   "Mon Nov 23 22:05:00 2026"])  # asctime
+def test_retry_after_http_date_forms_of_rfc_9110(value):
+    assert parse_retry_after(value, datetime(2026, 11, 23, 22, 0, tzinfo=timezone.utc)) == 300
+
+
+def test_retry_after_huge_number_is_a_number_not_a_crash():
+    assert parse_retry_after("9" * 400, None) >= 10**9
+
+
+@pytest.mark.parametrize("value", ["²", "¹²⁰⁰"])  # str.isdigit() is true for these; float() fails
+def test_retry_after_in_other_digits_is_ignored_on_the_wire(tmp_path, value):
+    first, *_ = _run(_one_fault(tmp_path, Fault("status", status=503, retry_after=value)))
+    assert first.outcome == "failed" and first.delay_s <= 5  # the ordinary backoff
+
+
+async def _one_fault(tmp_path, fault, **kw):
+    clock = new_clock()
+    with running_receiver(tmp_path, clock.now) as server:
+        factory = make_factory(clock)
+        async with open_store(tmp_path / "q.db", factory) as store:
+            await commit_mix(store, factory, clock, 3, 1)
+            up = make_uploader(store, server, clock, **kw)
+            server.faults.push(fault)
+            first = await up.sync_once()
+            depth = await store.depth()
+            return first, depth, up, server
+
+
+def test_a_redirect_is_not_followed_and_is_reported_once(tmp_path, caplog):
+    async def go():
+        clock = new_clock()
+        statuses = []
+        with running_receiver(tmp_path, clock.now) as server, \
+                running_receiver(tmp_path, clock.now, name="elsewhere.db") as elsewhere:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                events = await commit_mix(store, factory, clock, 3, 1)
+                up = make_uploader(store, server, clock, on_status=lambda s, d: statuses.append((s, d)))
+                server.faults.hold(Fault("status", status=307, location=f"{elsewhere.url}/v1/hubs/{HUB}/events"))
+                with caplog.at_level(logging.INFO, logger="offline_queue.uploader"):
+                    results = []
+                    for _ in range(4):
+                        clock.advance(up.due_in_s)
+                        results.append(await up.sync_once())
+                assert elsewhere.requests_seen == 0, "the body was re-posted to the redirect target"
+                assert all(r.outcome == "failed" and r.status == 307 and r.delay_s > 0 for r in results)
+                assert await store.depth() == {1: 1, 2: 0, 3: 3}
+                assert [s for s, _ in statuses] == ["redirected"] and elsewhere.url in statuses[0][1]
+                assert len([r for r in caplog.records if r.levelno >= logging.INFO]) == 1
+                server.faults.clear()
+                await drain(up, clock)
+                assert_exactly_once(server, events)
+
+    _run(go())
+
+
+@pytest.fixture(scope="module")
+def tls():
+    """A private CA and a server certificate for 127.0.0.1; another CA that did not sign it."""
+    trustme = pytest.importorskip("trustme")
+    ca, other = trustme.CA(), trustme.CA()
+    return ca, ca.issue_cert("127.0.0.1"), other
+
+
+def _pem(tmp_path, ca, name):
+    path = tmp_path / name
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("env", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_ca_file_is_not_replaced_by_the_environment(tmp_path, tls, monkeypatch, env):
+    ca, cert, other = tls
+    monkeypatch.setenv(env, _pem(tmp_path, other, "other.pem"))  # a CA that did not sign the server
+
+    async def go():
+        clock = new_clock()
+        with running_receiver(tmp_path, clock.now, tls=cert) as server:
+            assert server.url.startswith("https://127.0.0.1:")
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                events = await commit_mix(store, factory, clock, 2, 1)
+                up = make_uploader(store, server, clock, ca_file=_pem(tmp_path, ca, "private.pem"))
+                await drain(up, clock)
+                assert_exactly_once(server, events)
+
+    _run(go())
+
+
+@pytest.mark.parametrize("env", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+@pytest.mark.parametrize("configured", ["system", "other"])
+def test_the_environment_cannot_add_trust(tmp_path, tls, monkeypatch, env, configured):
+    ca, cert, other = tls
+    monkeypatch.setenv(env, _pem(tmp_path, ca, "private.pem"))  # would make the server trusted
+
+    async def go():
+        clock = new_clock()
+        with running_receiver(tmp_path, clock.now, tls=cert) as server:
+            factory = make_factory(clock)
+            async with open_store(tmp_path / "q.db", factory) as store:
+                await commit_mix(store, factory, clock, 2, 1)
+                ca_file = None if configured == "system" else _pem(tmp_path, other, "other.pem")
+                up = make_uploader(store, server, clock, ca_file=ca_file)
+                r = await up.sync_once()
+                assert r.outcome == "failed" and "certificate" in r.error
+                assert server.events() == [] and await store.depth() == {1: 1, 2: 0, 3: 2}
+
+    _run(go())
+
+
+def _traced_peak(coro) -> tuple:
+    tracemalloc.start()
+    try:
+        result = _run(coro)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip-bomb"])
+def test_a_huge_reply_is_read_only_up_to_a_cap(tmp_path, gz):
+    """200 MB of reply (or 200 MB inside a small gzip body) costs the hub at most a few MB."""
+    size = 200 * 1024 * 1024
+    (first, depth, up, server), peak = _traced_peak(_one_fault(tmp_path, Fault("huge_reply", size_bytes=size, gzip=gz)))
+    assert first.outcome == "failed" and "reply" in first.error
+    assert depth == {1: 1, 2: 0, 3: 3}  # nothing forgotten on an unreadable reply
+    assert peak < 16 * 1024 * 1024, f"reading the reply cost {peak / 2**20:.0f} MiB"
