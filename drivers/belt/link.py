@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Callable, Iterable, Protocol
 
@@ -176,37 +177,98 @@ class BeltLink:
 
     async def _pump(self, ser) -> bool:
         """Read until stale, failure or stop; True when bytes flowed on this opening."""
-        flowed = False
-        last_mono = self.clock.monotonic()
+        self._flowed = False
+        self._last_mono = self.clock.monotonic()
         try:
-            while not self._stop.is_set():
-                try:
-                    data = await asyncio.to_thread(self._read, ser)
-                except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                    # TypeError/AttributeError: pyserial's fd vanished under a concurrent close
-                    self._report(DISCONNECTED, {"url": self.url, "reason": f"read failed: {exc}"})
-                    return flowed
-                now = self.clock.monotonic()
-                if data:
-                    last_mono = now
-                    self.bytes_received += len(data)
-                    if not flowed:
-                        flowed = True
-                        self._report(CONNECTED, {"url": self.url, "baudrate": self.baudrate})
-                    try:
-                        self.on_bytes(data)
-                    except Exception:  # a broken consumer must not stop the link
-                        if not self._consumer_failed:
-                            LOGGER.exception("belt bytes consumer failed (logged once)")
-                        self._consumer_failed = True
-                elif now - last_mono >= self.stale_timeout_s:
-                    self._report(DISCONNECTED, {
-                        "url": self.url,
-                        "reason": f"no data for {self.stale_timeout_s:g}s"})
-                    return flowed
+            fd = getattr(ser, "fd", None)
+            if isinstance(fd, int) and fd >= 0:
+                await self._pump_fd(fd)
+            else:
+                await self._pump_polled(ser)
         finally:
             self._serial = None
-        return flowed
+        return self._flowed
+
+    async def _pump_fd(self, fd: int) -> None:
+        """A device (tty, pty): the loop watches the descriptor, so a quiet or slow sensor costs
+        no wakeups; the only timer is the stale deadline."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        chunks: list[bytes] = []
+        failure: list[BaseException] = []
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EIO: the other end hung up (cable pulled, pty closed)
+                failure.append(exc)
+            else:
+                if data:
+                    chunks.append(data)
+                else:
+                    failure.append(OSError("device reports readiness to read but returned no data"))
+            if failure:
+                loop.remove_reader(fd)
+            wake.set()
+
+        stop_waiter = asyncio.ensure_future(self._stop.wait())
+        loop.add_reader(fd, readable)
+        try:
+            while not self._stop.is_set():
+                remaining = self.stale_timeout_s - (self.clock.monotonic() - self._last_mono)
+                if remaining > 0:
+                    waiter = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait({waiter, stop_waiter}, timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                wake.clear()
+                if chunks:
+                    data = b"".join(chunks)
+                    chunks.clear()
+                    self._received(data)
+                if failure:
+                    self._report(DISCONNECTED, {"url": self.url, "reason": f"read failed: {failure[0]}"})
+                    return
+                if not self._stop.is_set() and self._stale():
+                    return
+        finally:
+            loop.remove_reader(fd)
+            stop_waiter.cancel()
+
+    async def _pump_polled(self, ser) -> None:
+        """A URL handler without a descriptor (socket://, rfc2217://, loop://): read in a thread."""
+        while not self._stop.is_set():
+            try:
+                data = await asyncio.to_thread(self._read, ser)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                # TypeError/AttributeError: pyserial's fd vanished under a concurrent close
+                self._report(DISCONNECTED, {"url": self.url, "reason": f"read failed: {exc}"})
+                return
+            if data:
+                self._received(data)
+            elif self._stale():
+                return
+
+    def _received(self, data: bytes) -> None:
+        self._last_mono = self.clock.monotonic()
+        self.bytes_received += len(data)
+        if not self._flowed:
+            self._flowed = True
+            self._report(CONNECTED, {"url": self.url, "baudrate": self.baudrate})
+        try:
+            self.on_bytes(data)
+        except Exception:  # a broken consumer must not stop the link
+            if not self._consumer_failed:
+                LOGGER.exception("belt bytes consumer failed (logged once)")
+            self._consumer_failed = True
+
+    def _stale(self) -> bool:
+        if self.clock.monotonic() - self._last_mono < self.stale_timeout_s:
+            return False
+        self._report(DISCONNECTED, {"url": self.url, "reason": f"no data for {self.stale_timeout_s:g}s"})
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         try:
