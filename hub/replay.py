@@ -28,13 +28,17 @@ class PrintSink:
         self.out = out
         self.seq = 0
         self.events: list[Event] = []
+        self.reader_gone = False   # stdout's reader left (`| head`); replay() stops on it
 
     def _print(self, event: Event) -> Event:
         self.seq += 1
         event = event.with_seq(self.seq)
         self.events.append(event)
-        if self.out is not None:
-            self.out.write(event.to_json() + "\n")
+        if self.out is not None and not self.reader_gone:
+            try:
+                self.out.write(event.to_json() + "\n")
+            except BrokenPipeError:   # raised here it would be a fault of the rules stage
+                self.reader_gone = True
         return event
 
     async def commit(self, event: Event, *, state=None) -> Event:
@@ -80,6 +84,8 @@ async def replay(cfg: dict, chunks, *, out=sys.stdout, watch=None) -> PrintSink:
         elif chunk.source == "watch" and decoder is not None:
             for report in _watch_reports(decoder, next(watch), clock.monotonic()):
                 await pipeline.watch_report(report)
+        if sink.reader_gone:
+            raise BrokenPipeError(32, "the reader of the replayed events left")
     return sink
 
 
