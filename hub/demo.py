@@ -167,8 +167,8 @@ async def _run(speed: float, workdir: Path, out) -> int:
     print(f"CareHub demo: a simulated night at {speed:g}x real time (Ctrl-C stops it)\n"
           f"  state {workdir / 'state'}; community server {server.url}\n", file=out, flush=True)
     try:
+        hub.store.subscribe(committed)   # before start: the watch may connect during it
         await hub.start()
-        hub.store.subscribe(committed)
         script = simulator.night_script(demo_plan())
         pipeline = hub.runner.pipeline
         engine = pipeline.engine

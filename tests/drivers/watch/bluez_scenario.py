@@ -78,8 +78,8 @@ alert_after = "10m"
     def states():
         return [e.data["state"] for e in events if e.type == "device.status" and e.data["device"] == "watch"]
 
+    hub.store.subscribe(events.append)   # before start: the link may connect during it
     await hub.start()
-    hub.store.subscribe(events.append)
     try:
         await until(lambda: states() == ["connected"] and fake.chars[ITAG_BUTTON].notifying, "connected")
         fake.notify(gatt.LOCATION_AND_SPEED, encode_location(52.52, 13.405))
