@@ -61,6 +61,13 @@ class RecordingWriter:
         self._file.flush()
         self.chunks += 1
 
+    def write_line(self, line: str) -> None:
+        """A line already in the recording format (another device's, e.g. the watch's)."""
+        if self._file is None:
+            return
+        self._file.write(line if line.endswith("\n") else line + "\n")
+        self._file.flush()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

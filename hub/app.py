@@ -28,6 +28,7 @@ from hub.rules.observations import ButtonPress, StaffAck
 from hub.stages import (
     MAX_QUEUED_BELT_BYTES, BeltBytes, CommitQueue, InputQueue, LinkStatus, TickDue, stage_faults,
 )
+from hub.watch import WatchReported
 from drivers.belt.link import BeltLink
 from offline_queue.store import AsyncStore
 
@@ -90,6 +91,9 @@ class Hub:
         self.feed = None
         self.phones = None   # hub.notifier.PhoneNotifier when [sms] is configured
         self.show_listeners: list = []
+        self.watch = None
+        self.watch_recorder = None      # a drivers.watch.recording.WatchRecorder, if recording
+        self.watch_options: dict = {}   # more WatchLink arguments: a simulated watch's backends
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,10 +201,11 @@ class Hub:
             else:
                 comps.append(PanelComponent(self.panel))
                 await runner.pipeline.device_status("gpio", "connected")
-        if cfg["belt"] is not None:
-            belt = cfg["belt"]
+        if cfg["belt"] is not None or cfg.get("watch") is not None:
             self.feed = feed = LiveFeed(feed_path(cfg), self.clock)
             comps.append(feed)
+        if cfg["belt"] is not None:
+            belt = cfg["belt"]
 
             def belt_bytes(data: bytes) -> None:
                 runner.put(BeltBytes(data))   # the pipeline first: a feed problem never costs it
@@ -217,6 +222,12 @@ class Hub:
                 handshake=runner.pipeline.decoder.handshake_frames())
             runner.link = link
             comps.append(link)
+        if cfg.get("watch") is not None:
+            recorder = self.watch_recorder or _feed_recorder(self.feed, self.clock)
+            self.watch = build_watch(cfg["watch"], self.clock,
+                                     on_report=lambda r: runner.put(WatchReported(r)),
+                                     recorder=recorder, **self.watch_options)
+            comps.append(self.watch)
         if cfg["server"]["url"]:
             # The network lives in real time whatever clock the rules run on (the demo's is faster).
             self.uploader = build_uploader(cfg, self.store, SystemClock(timezone_of(cfg)),
@@ -243,6 +254,8 @@ class Hub:
             parts += [f"{name} {d['state']}" for name, d in sorted(pipeline.devices.items())]
             if self.cfg["belt"] is not None and "belt" not in pipeline.devices:
                 parts.append("belt not seen yet")
+            if self.cfg.get("watch") is not None and "watch" not in pipeline.devices:
+                parts.append("watch not seen yet")
             active = pipeline.engine.active_alerts()
             parts.append(f"{len(active)} active alert(s)" if active else "no active alert")
         if self.commits is not None and self.commits.failing:
@@ -361,8 +374,8 @@ class PipelineRunner:
         self._stopped = False
 
     def put(self, item) -> bool:
-        """``BeltBytes``, ``TickDue``, ``LinkStatus`` or an observation (``ButtonPress``,
-        ``StaffAck``); False when low-value input was dropped because the queue is full."""
+        """``BeltBytes``, ``TickDue``, ``LinkStatus``, ``WatchReported`` or an observation
+        (``ButtonPress``, ``StaffAck``); False when low-value input was dropped because the queue is full."""
         return self.queue.put(item)
 
     def stop(self) -> None:
@@ -399,6 +412,8 @@ class PipelineRunner:
                     await self.link.write(frame)
         elif isinstance(item, LinkStatus):
             await p.device_status(item.device, item.state, dict(item.info))
+        elif isinstance(item, WatchReported):
+            await p.watch_report(item.report)
         else:
             await p.observe(item)
 
@@ -442,6 +457,22 @@ def build_phone_notifier(cfg: dict, hub: "Hub", runner: "PipelineRunner"):
     link.on_message = phones.incoming
     hub.store.subscribe(phones.committed)
     return phones
+
+
+def build_watch(w: dict, clock, on_report, recorder=None, **options):
+    """The watch's BLE link. It only ever waits: an absent watch never blocks the hub."""
+    from drivers.watch.link import WatchLink
+    from drivers.watch.profiles import profile_from_config
+    kwargs = dict(clock=clock, offline_grace_s=w["offline_grace"], reconnect_max_s=w["reconnect_max"],
+                  battery_interval_s=w["battery_interval"], scan_timeout_s=w["scan_timeout"],
+                  dedupe_s=w["sos_dedupe"], recorder=recorder)
+    return WatchLink(w["address"], profile_from_config(w), on_report=on_report, on_status=on_report,
+                     **{**kwargs, **options})
+
+
+def _feed_recorder(feed, clock):
+    from drivers.watch.recording import WatchRecorder
+    return WatchRecorder(feed.watch_writer(), now=clock.now)
 
 
 def build_uploader(cfg: dict, store, clock, on_ack, on_status=None, make_event=None):

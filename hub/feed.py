@@ -1,10 +1,12 @@
-"""The daemon's live feed: what the bed sensor sends, for `carehub monitor` beside the daemon.
+"""The daemon's live feed: what the bed sensor and the watch send, for `carehub monitor` beside
+the daemon.
 
 The daemon holds the serial port exclusively, so a technician's monitor cannot split the byte
 stream with it (which made the daemon see false disconnects). Instead the daemon offers every
 chunk of bytes it reads, and its link's state changes, on a unix socket in its state directory:
 one JSON object per line, in the recording format (drivers/recording.py), so the monitor decodes
-them with the same decoder and can record them. No network port: the socket is a file, mode 0660,
+them with the same decoder and can record them. The watch's lines are its recorder's
+(drivers/watch/recording.py): the watch takes one connection, and the daemon holds it. No network port: the socket is a file, mode 0660,
 so only the service user and its group (the technicians') can attach.
 
 A client that does not keep up loses lines (counted), never slows the daemon: each client has a
@@ -96,12 +98,19 @@ class LiveFeed:
             self._send({"t": self._now(), "source": "belt", "state": state,
                         "reason": str(info.get("reason") or "")})
 
+    def watch_writer(self) -> "_FeedFile":
+        """A file for ``WatchRecorder``: its lines (already in the recording format) go to
+        whoever is attached, so the monitor records the watch the daemon holds."""
+        return _FeedFile(self)
+
     def _now(self) -> str:
         now: datetime = self.clock.now()
         return format_time(now)
 
     def _send(self, doc: dict) -> None:
-        line = (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+        self._send_line((json.dumps(doc, separators=(",", ":")) + "\n").encode())
+
+    def _send_line(self, line: bytes) -> None:
         for writer in list(self.clients):
             if writer.transport.get_write_buffer_size() + len(line) > CLIENT_BUFFER_BYTES:
                 self.dropped_clients += 1
@@ -109,3 +118,17 @@ class LiveFeed:
                 self._detach(writer)
                 continue
             writer.write(line)
+
+
+class _FeedFile:
+    """write() of whole lines to the feed; nothing at all while nobody is attached."""
+
+    def __init__(self, feed: LiveFeed):
+        self.feed = feed
+
+    def write(self, text: str) -> None:
+        if self.feed.clients:
+            self.feed._send_line(text.encode())
+
+    def flush(self) -> None:
+        pass

@@ -6,7 +6,9 @@ arrival times to a recording (drivers/recording.py) that ``carehub replay`` can 
 
 The port is opened exclusively. When the daemon already holds it, the monitor attaches to the
 daemon's live feed (hub/feed.py, a unix socket in the state directory) instead of fighting it
-for the bytes, and says so.
+for the bytes, and says so. The watch is only ever seen that way: it takes one connection,
+and the daemon holds it; its lines in the feed are shown decoded and recorded as they are
+(``"source": "watch"``, docs/recordings.md).
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ async def run_attached(sock_path, protocol: str, record_path=None, out: IO[str] 
                   f"{exc.strerror or exc}", file=out, flush=True)
             return EX_CANTCREAT
     stop = stop or asyncio.Event()
+    watch = WatchLines()
 
     def show(stamp: str, line: str) -> None:
         out.write(f"{stamp} {line}\n")
@@ -196,7 +199,12 @@ async def run_attached(sock_path, protocol: str, record_path=None, out: IO[str] 
             except (ValueError, KeyError, TypeError):
                 continue
             stamp = when.strftime("%H:%M:%S.%f")[:-3]
-            if "state" in doc:
+            if doc.get("source") == "watch":
+                if recording is not None:
+                    recording.write_line(raw.decode())
+                for line in watch.describe(raw.decode()):
+                    show(stamp, line)
+            elif "state" in doc:
                 reason = f" ({doc['reason']})" if doc.get("reason") else ""
                 show(stamp, f"belt {doc['state']} (as the daemon sees it){reason}")
             elif "hex" in doc:
@@ -227,6 +235,49 @@ async def run_attached(sock_path, protocol: str, record_path=None, out: IO[str] 
     return EX_OK
 
 
+class WatchLines:
+    """The watch's lines of the daemon's feed, decoded for the technician."""
+
+    def __init__(self):
+        from drivers.watch.decoder import WatchDecoder
+        from drivers.watch.profiles import make_profile
+        self.decoder = WatchDecoder(make_profile("standard"), dedupe_s=0.0)
+
+    def describe(self, line: str) -> list[str]:
+        from drivers.errors import ParsingError
+        from drivers.watch.recording import parse_line
+        try:
+            rec = parse_line(line, "feed")
+        except ParsingError:
+            return []
+        if rec is None:
+            return []
+        if rec.link is not None:
+            return [f"watch {rec.link} (as the daemon sees it)"
+                    + (f" ({rec.reason})" if rec.reason else "")]
+        if rec.char is not None:
+            reports = self.decoder.notification(rec.char, rec.data, 0.0)
+        else:
+            reports = self.decoder.advertisement({rec.adv: rec.data}, 0.0)
+        return [f"watch {describe_watch(r)}" for r in reports] or \
+            [f"watch {(rec.char or rec.adv)[4:8]} {rec.data.hex(' ')}"]
+
+
+def describe_watch(report) -> str:
+    from drivers.watch.reports import Battery, HeartRate, Location, Press
+    if isinstance(report, Press):
+        return {"sos": "SOS pressed", "ok": "OK pressed", "fall": "fall detected"}[report.kind]
+    if isinstance(report, HeartRate):
+        contact = {True: ", on the skin", False: ", not worn", None: ""}[report.contact]
+        return f"HR {report.hr_bpm} bpm{contact}"
+    if isinstance(report, Battery):
+        return f"battery {report.battery_pct}%"
+    if isinstance(report, Location):
+        acc = f" ±{report.accuracy_m:g} m" if report.accuracy_m is not None else ""
+        return f"location {report.lat:.5f}, {report.lon:.5f}{acc}"
+    return repr(report)
+
+
 def main(args) -> int:
     """``carehub monitor``: --port/--protocol/--baudrate override the [belt] configuration;
     with both --port and --protocol given, no configuration file is needed."""
@@ -249,6 +300,14 @@ def main(args) -> int:
             state_dir = config.load(args.config)["hub"]["state_dir"]
     url = args.port or belt.get("port")
     protocol = args.protocol or belt.get("protocol") or "micradar"
+    feed = Path(state_dir) / FEED_FILE if state_dir else None
+    if not url and feed is not None and feed.exists():   # a watch only: the daemon holds it
+        print(f"carehub monitor: no bed sensor configured; showing the daemon's live feed ({feed})",
+              file=sys.stderr, flush=True)
+        try:
+            return asyncio.run(run_attached(feed, protocol, args.record, sys.stdout))
+        except KeyboardInterrupt:
+            return EX_OK
     if not url:
         print("carehub monitor: no bed sensor configured: add a [belt] table with a port, "
               "or give --port URL --protocol NAME", file=sys.stderr)

@@ -19,6 +19,8 @@ from hub.rules.actions import Emit, Panel
 from hub.rules.engine import AlertEngine
 from hub.rules.observations import BeltReading, DeviceStatus, Now, Tick
 from hub.stages import guarded
+from hub.watch import WatchMapper, status_info
+from drivers.watch.reports import LinkStatus as WatchLinkStatus
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Pipeline:
             LOGGER.error("saved alert state unusable (%s): starting with a fresh one", e)
             self.engine = AlertEngine(params, seed=seed)
         self.devices: dict[str, dict] = {}
+        self.watch = WatchMapper()
         self.panel_state: tuple[str, str] | None = None
         self._saved_at: float | None = None
 
@@ -88,6 +91,17 @@ class Pipeline:
     async def tick(self) -> None:
         await self.observe(Tick())
 
+    @guarded("watch")
+    async def watch_report(self, report) -> None:
+        """One report of the watch link (drivers/watch/reports.py), mapped by hub/watch.py."""
+        if isinstance(report, WatchLinkStatus):
+            await self.device_status("watch", report.state, status_info(report))
+            return
+        now = self.now()
+        obs = self.watch.observation(report, now.mono)
+        if obs is not None:
+            await self.observe(obs, now)
+
     @guarded("rules")
     async def device_status(self, device: str, state: str, info: dict | None = None) -> None:
         """A driver's link changed: a device.status event, and the rules hear of it."""
@@ -97,7 +111,7 @@ class Pipeline:
         self.devices[device] = {"state": state, **{k: v for k, v in info.items() if k != "reason"}}
         event = self.factory.make("device.status", {"device": device, "state": state, **info})
         await self.sink.commit(event, state={DEVICES_KEY: self.devices})
-        await self.observe(DeviceStatus(device, state))
+        await self.observe(DeviceStatus(device, state, info.get("battery_pct")))
 
     @guarded("rules")
     async def observe(self, observation, now: Now | None = None, *, save: bool = False) -> None:

@@ -28,19 +28,17 @@ class PrintSink:
         self.out = out
         self.seq = 0
         self.events: list[Event] = []
-        self.broken: BrokenPipeError | None = None  # stdout's reader left; replay() ends on it
+        self.reader_gone = False   # stdout's reader left (`| head`); replay() stops on it
 
     def _print(self, event: Event) -> Event:
         self.seq += 1
         event = event.with_seq(self.seq)
         self.events.append(event)
-        if self.out is not None:
+        if self.out is not None and not self.reader_gone:
             try:
                 self.out.write(event.to_json() + "\n")
-            except BrokenPipeError as e:
-                # Not a fault of one input: the pipeline's stage guards would log it as one and
-                # go on. Kept here, raised by replay() between steps.
-                self.broken, self.out = e, None
+            except BrokenPipeError:   # raised here it would be a fault of the rules stage
+                self.reader_gone = True
         return event
 
     async def commit(self, event: Event, *, state=None) -> Event:
@@ -53,9 +51,15 @@ class PrintSink:
         pass
 
 
-async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
-    """Drive the pipeline from ``chunks`` (recording.Chunk: t, source, data) as fast as possible."""
+async def replay(cfg: dict, chunks, *, out=sys.stdout, watch=None) -> PrintSink:
+    """Drive the pipeline from ``chunks`` (recording.Chunk: t, source, data) as fast as possible.
+
+    ``watch``: the recording's watch records (drivers/watch/recording.py) in file order, one per
+    ``"watch"`` chunk; they go through today's watch decoder on the replay's clock, so the
+    de-duplication and a fix's age come out as they did live. Without it watch lines are skipped.
+    """
     sink = PrintSink(out)
+    decoder = _watch_decoder(cfg) if watch is not None else None
     clock = pipeline = None
     t0: datetime | None = None
     next_tick = TICK_S
@@ -77,9 +81,30 @@ async def replay(cfg: dict, chunks, *, out=sys.stdout) -> PrintSink:
         _move(clock, t0, offset)
         if chunk.source == "belt" and pipeline.decoder is not None:
             await pipeline.belt_bytes(chunk.data)
-        if sink.broken is not None:
-            raise sink.broken
+        elif chunk.source == "watch" and decoder is not None:
+            for report in _watch_reports(decoder, next(watch), clock.monotonic()):
+                await pipeline.watch_report(report)
+        if sink.reader_gone:
+            raise BrokenPipeError(32, "the reader of the replayed events left")
     return sink
+
+
+def _watch_decoder(cfg: dict):
+    from drivers.watch.decoder import DEDUPE_S, WatchDecoder
+    from drivers.watch.profiles import make_profile, profile_from_config
+    w = cfg.get("watch")
+    if w is None:   # no [watch] table: the SIG characteristics and an iTag button still decode
+        return WatchDecoder(make_profile("standard"), DEDUPE_S)
+    return WatchDecoder(profile_from_config(w), w["sos_dedupe"])
+
+
+def _watch_reports(decoder, rec, mono: float) -> list:
+    from drivers.watch.reports import LinkStatus
+    if rec.link is not None:
+        return [LinkStatus(rec.link, rec.reason, mono=mono)]
+    if rec.char is not None:
+        return decoder.notification(rec.char, rec.data, mono)
+    return decoder.advertisement({rec.adv: rec.data}, mono)
 
 
 def _move(clock: ManualClock, t0: datetime, offset: float) -> None:
@@ -88,11 +113,12 @@ def _move(clock: ManualClock, t0: datetime, offset: float) -> None:
 
 
 def main(cfg: dict, path: str, out=sys.stdout) -> int:
-    if cfg.get("belt") is None:
+    if cfg.get("belt") is None and cfg.get("watch") is None:
         raise ConfigError([f"{cfg['_files'][0]}:1: belt: replay needs a [belt] table "
-                           "(its protocol decodes the recording)"])
+                           "(its protocol decodes the recording) or a [watch] table"])
+    from drivers.watch.recording import read_recording as read_watch
     try:
-        sink = asyncio.run(replay(cfg, read_recording(path), out=out))
+        sink = asyncio.run(replay(cfg, read_recording(path), out=out, watch=read_watch(path)))
     except BrokenPipeError:
         raise  # the reader of stdout left (`| head`): the CLI ends quietly
     except OSError as e:

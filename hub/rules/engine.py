@@ -212,8 +212,8 @@ def _apply(ctx: Ctx, obs) -> None:
     elif isinstance(obs, DeviceStatus):
         if obs.device == "belt":       # (a reconnect re-asks MicRadar: see micradar.py)
             night.on_belt_status(ctx, obs.state)
-        elif obs.device == "watch" and obs.battery_pct is not None:
-            watch.battery(ctx, obs.battery_pct)
+        elif obs.device == "watch":
+            watch.on_link(ctx, obs.state, obs.battery_pct)
     elif isinstance(obs, StaffAck):
         acknowledge(ctx, obs.alert_id, obs.by, obs.at)
     elif isinstance(obs, StaffClose):

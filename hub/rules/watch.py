@@ -1,7 +1,9 @@
 """Watch rules: fall (R2), watch_offline and watch_battery_low (R12).
 
-The watch driver will bring its own observations; until then ``WatchObservation`` carries what
-any watch reports, and this module owns the watch's slice of state.
+``WatchObservation`` carries what any watch reports (hub/watch.py maps the driver's reports
+onto it) and ``on_link`` what its link says; this module owns the watch's slice of state.
+A watch counts as seen while its link is up, so ``watch_offline`` measures from the moment
+it went out of range (or stopped reporting) and clears when it is back and worn.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ WATCH_FRESH_S = 900.0           # a watch report this recent means the watch is 
 
 def initial() -> dict:
     return {"seen": False, "last": None, "worn": None, "unworn_since": None,
-            "battery": None, "location": None}
+            "battery": None, "location": None, "linked": False}
 
 
 def on_observation(ctx: Ctx, w, sos, sign_of_life, moved) -> None:
@@ -45,6 +47,20 @@ def on_observation(ctx: Ctx, w, sos, sign_of_life, moved) -> None:
                  cancel_within_s=ctx.p["fall"]["cancel_window"])
 
 
+def on_link(ctx: Ctx, state: str, battery_pct: float | None) -> None:
+    """The watch's device.status: connected is a report from the watch, disconnected is not."""
+    ws = ctx.st["watch"]
+    if state == "connected":
+        ws["seen"], ws["last"], ws["linked"] = True, ctx.t, True
+        if "watch_offline" in ctx.st["alerts"] and ws["worn"] is not False:
+            settle(ctx, "watch_offline", False, reason="watch back in range")
+    elif ws["linked"]:
+        ws["linked"] = False
+        ws["last"] = ctx.t     # reported after [watch] offline_grace; alert_after runs from here
+    if battery_pct is not None:
+        battery(ctx, battery_pct)
+
+
 def battery(ctx: Ctx, pct: float) -> None:
     ctx.st["watch"]["battery"] = pct
     if not ctx.on("watch_battery_low"):
@@ -61,7 +77,11 @@ def on_fall_timer(ctx: Ctx) -> None:
     rec = ctx.st["alerts"].get("fall")
     if rec is not None and rec["stage"] == "prealert" and \
             ctx.t - rec["since"] >= ctx.p["fall"]["cancel_window"]:
-        raise_alert(ctx, "fall", 1, "fall detected by the watch, not cancelled", rec["details"])
+        details = dict(rec["details"])
+        if details.get("location"):     # how old the fix is now, when the alert is raised
+            loc = details["location"] = dict(details["location"])
+            loc["age_s"] = round(loc.get("age_s", 0.0) + ctx.t - rec["since"], 1)
+        raise_alert(ctx, "fall", 1, "fall detected by the watch, not cancelled", details)
 
 
 def on_time(ctx: Ctx) -> None:
@@ -69,7 +89,7 @@ def on_time(ctx: Ctx) -> None:
     if not (ctx.on("watch_offline") and ws["seen"]):
         return
     p, t = ctx.p["watch_offline"], ctx.t
-    unseen = t - ws["last"]
+    unseen = 0.0 if ws.get("linked") else t - ws["last"]
     unworn = t - ws["unworn_since"] if ws["worn"] is False else 0.0
     if max(unseen, unworn) >= p["alert_after"] and p["window"].contains_time(ctx.now.wall):
         what = "not seen" if unseen >= unworn else "not worn"

@@ -44,11 +44,86 @@ async def until(pred, what, timeout=20.0):
         await asyncio.sleep(0.005)
 
 
+async def hub_scenario(fake) -> dict:
+    """The whole hub (real store, rules) with its watch on bleak's BlueZ backend."""
+    import tempfile
+    from datetime import datetime
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from hub import config
+    from hub.app import Hub
+    from hub.clock import ManualClock
+    from tests.conftest import MINIMAL
+
+    d = Path(tempfile.mkdtemp(prefix="carehub-bluez-"))
+    path = d / "config.toml"
+    path.write_text(MINIMAL.format(state_dir=d / "state") + f"""
+[watch]
+address = "{ADDRESS}"
+offline_grace = "30s"
+
+[rules.watch_offline]
+alert_after = "10m"
+""")
+    clock = ManualClock(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")), mono=1000.0)
+    hub = Hub(config.load(path), clock=clock)
+    hub.tick_s = 0.01
+    hub.watch_options = dict(reconnect_min_s=0.05, reconnect_max_s=0.2, scan_timeout_s=5.0, tick_s=0.01)
+    events = []
+
+    def of(type_, rule=None):
+        return [e for e in events if e.type == type_ and (rule is None or e.data.get("rule") == rule)]
+
+    def states():
+        return [e.data["state"] for e in events if e.type == "device.status" and e.data["device"] == "watch"]
+
+    hub.store.subscribe(events.append)   # before start: the link may connect during it
+    await hub.start()
+    try:
+        await until(lambda: states() == ["connected"] and fake.chars[ITAG_BUTTON].notifying, "connected")
+        fake.notify(gatt.LOCATION_AND_SPEED, encode_location(52.52, 13.405))
+        await until(lambda: hub.runner.pipeline.watch.fix is not None, "the fix")
+        clock.advance(20)
+        fake.duplicate_notifications = True
+        fake.notify(ITAG_BUTTON, b"\x01")
+        await until(lambda: of("alert.raised", "sos") and hub.watch.decoder.duplicates == 1, "sos")
+        fake.duplicate_notifications = False
+        fake.notify(gatt.BATTERY_LEVEL, b"\x08")
+        await until(lambda: of("alert.raised", "watch_battery_low"), "battery low")
+        fake.walk_away()
+        await until(lambda: hub.watch._down_since is not None, "the drop noticed")
+        clock.advance(31)
+        await until(lambda: states()[-1:] == ["disconnected"], "disconnected after the grace")
+        clock.advance(601)
+        await until(lambda: of("alert.raised", "watch_offline"), "watch_offline")
+        fake.come_back()
+        await until(lambda: of("alert.resolved", "watch_offline") and states()[-1] == "connected"
+                    and fake.chars[ITAG_BUTTON].notifying, "back in range")
+        clock.advance(5)
+        fake.notify(ITAG_BUTTON, b"\x01")
+        await until(lambda: [e for e in of("alert.renotified") if "again" in e.data["reason"]],
+                    "SOS after the reconnect")
+    finally:
+        await hub.stop()
+    sos = of("alert.raised", "sos")
+    return {"sos": [json.loads(e.to_json())["data"] for e in sos], "sos_priority": [e.priority for e in sos],
+            "pressed_again": [e.data["count"] for e in of("alert.renotified") if "again" in e.data["reason"]],
+            "battery_low": [dict(e.data["details"]) for e in of("alert.raised", "watch_battery_low")],
+            "offline": [e.type for e in events if e.data.get("rule") == "watch_offline"],
+            "states": states(), "calls": fake.calls}
+
+
 async def scenario(name: str) -> dict:
     fake = FakeBlueZ(ADDRESS, LAYOUT, values={gatt.BATTERY_LEVEL: b"\x57"})
     if name == "stale":     # a crashed hub left the watch connected: it does not advertise
         fake.device.connected = fake.device.resolved = True
     await fake.start()
+    if name == "hub":
+        try:
+            return await hub_scenario(fake)
+        finally:
+            await fake.stop()
     if name == "scan":
         try:
             return {"devices": await scan(1.0), "calls": fake.calls}

@@ -64,3 +64,16 @@ def test_a_connection_left_by_a_crashed_hub_is_closed_and_the_watch_found(system
     run = scenario(system_bus, "stale")
     assert run["calls"].index("Disconnect") < run["calls"].index("Connect")
     assert run["link_connects"] == 1
+
+
+def test_through_the_hub_press_commits_one_sos_with_location_and_the_rest_of_the_flow(system_bus):
+    """The daemon's own path (Hub, rules, the SQLite store) on bleak's BlueZ backend."""
+    run = scenario(system_bus, "hub")
+    [sos] = run["sos"]
+    assert run["sos_priority"] == [1] and sos["details"]["source"] == "watch"
+    loc = sos["details"]["location"]
+    assert (round(loc["lat"], 5), round(loc["lon"], 5), loc["age_s"]) == (52.52, 13.405, 20.0)
+    assert run["battery_low"] == [{"battery_pct": 8}]
+    assert run["offline"] == ["alert.raised", "alert.resolved"]
+    assert run["states"] == ["connected", "disconnected", "connected"]
+    assert run["pressed_again"] == [2]     # pressed again after the reconnect: the same alert insists
