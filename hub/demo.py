@@ -81,6 +81,11 @@ stale_timeout = "90s"
 pin_factory = "mock"
 sos_hold = "{sos_hold}s"
 
+# the resident's watch: a simulated one that bleak itself talks to (through its backend= argument)
+[watch]
+address = "{watch}"
+profile = "standard"
+
 # a GSM modem on a pseudo-terminal: the duty desk's phone is texted priority-1 alerts
 [sms]
 port = "{modem}"
@@ -95,6 +100,10 @@ name = "Duty desk"
 priorities = [1]
 """
 PHONE = "+8613800000000"
+WATCH = "C0:FF:EE:00:00:01"
+WATCH_VITALS_AT_S = (1800, 10800)     # the watch's heart rate and battery at 23:30 and 02:00
+WATCH_SOS_AT_S = 2 * 3600 + 1800      # and SOS pressed on the watch at 01:30, with a location
+HOME_LAT, HOME_LON = 31.2304, 121.4737
 
 
 def demo_plan() -> simulator.NightPlan:
@@ -233,6 +242,7 @@ class Demo:
         self.hub: Hub | None = None
         self.server = None
         self.modem = None
+        self.sim_watch = None
         self.next_status_s = STATUS_EVERY_S
 
     # --- committed events ------------------------------------------------------------------
@@ -363,6 +373,34 @@ class Demo:
             b.pace = previous_pace
             v.line(f"---- back to {self.speed:g}x ----")
 
+    # --- the watch ---------------------------------------------------------------------------
+    async def watch_vitals(self, bpm: int, pct: int) -> None:
+        from drivers.watch import gatt
+        from drivers.watch.simulator import encode_heart_rate
+        engine = self.hub.runner.pipeline.engine
+        self.view.line(f"      the watch reports heart rate {bpm} bpm, battery {pct}%")
+        self.sim_watch.notify(gatt.HEART_RATE_MEASUREMENT, encode_heart_rate(bpm))
+        self.sim_watch.set_battery(pct)
+        await _until(lambda: engine.state["watch"]["battery"] == pct, REALTIME_TIMEOUT_S)
+
+    async def watch_fix(self) -> None:
+        from drivers.watch import gatt
+        from drivers.watch.simulator import encode_location
+        self.sim_watch.notify(gatt.LOCATION_AND_SPEED, encode_location(HOME_LAT, HOME_LON))
+        await _until(lambda: self.hub.runner.pipeline.watch.fix is not None, REALTIME_TIMEOUT_S)
+
+    async def watch_sos(self) -> None:
+        """SOS on the watch, with where the resident is; staff acknowledge it at the server."""
+        engine = self.hub.runner.pipeline.engine
+        self.view.line("      the resident presses SOS on the watch")
+        self.sim_watch.press()
+        await _until(lambda: any(a["rule"] == "sos" for a in engine.active_alerts()), REALTIME_TIMEOUT_S)
+        sos = self._sos()
+        if sos is not None:
+            await _until(lambda: sos.latency_s is not None, REALTIME_TIMEOUT_S)
+            await asyncio.to_thread(self.server.ack, sos.alert_id, "staff (demo)")
+            self.view.line("      staff acknowledge the watch's SOS at the server")
+
     async def phone(self) -> None:
         """Show each text as the bound phone's simulated modem receives it."""
         shown = 0
@@ -374,7 +412,9 @@ class Demo:
             await asyncio.sleep(0.05)
 
     def _sos(self) -> AlertRow | None:
-        return next((a for a in self.board.alerts.values() if a.rule == "sos" and a.committed_real), None)
+        """The SOS alert now open (the watch's of 01:30 is closed by the panel's at 04:40)."""
+        return next((a for a in reversed(self.board.alerts.values())
+                     if a.rule == "sos" and a.committed_real and a.state != "resolved"), None)
 
     @staticmethod
     async def _clock_follows_real_time(follow) -> None:
@@ -403,9 +443,14 @@ class Demo:
         self.modem = FakeModem().start()
         cfg_path.write_text(DEMO_CONFIG.format(tz=TZ, state_dir=workdir / "state", url=server.url,
                                                token_file=token_file, belt=belt, sos_hold=SOS_HOLD_S,
-                                               modem=self.modem.port, phone=PHONE))
+                                               modem=self.modem.port, phone=PHONE, watch=WATCH))
         cfg = config.load(cfg_path)
         self.hub = hub = Hub(cfg, clock=self.clock, pin_factory=MockFactory())
+        from drivers.watch.simulator import SimulatedWatch
+        self.sim_watch = SimulatedWatch(WATCH, battery_pct=64)
+        hub.watch_options = dict(client_backend=self.sim_watch.client_backend,
+                                 scanner_backend=self.sim_watch.scanner_backend,
+                                 reconnect_min_s=0.05, scan_timeout_s=2.0)
         hub.tick_s = max(0.01, 20.0 / self.speed)
         hub.show_listeners.append(self.panel)
 
@@ -415,7 +460,8 @@ class Demo:
             f"  simulated bed radar on a pseudo-terminal, the resident's panel on mock GPIO pins, a community",
             f"  server on {server.url} (loopback only): no hardware, no root, no network.",
             "  Scenario: to bed at 23:05; up at 02:00 for 35 min (alert); no vital signs at 04:00",
-            "  (alert); SOS held at 04:40 while the internet is down: the duty desk's phone gets a text",
+            "  (alert); the watch reports HR and battery, SOS on the watch at 01:30 with a location;",
+            "  SOS held on the panel at 04:40 while the internet is down: the duty desk's phone gets a text",
             "  and replies OK, in real time; up at 07:00 (report).",
             "  sim = the night's simulated clock; real = real time since the demo started.",
             ""]
@@ -428,9 +474,16 @@ class Demo:
             watcher = asyncio.create_task(self.watch())
             phone = asyncio.create_task(self.phone())
             engine = hub.runner.pipeline.engine
+            # the watch is found before the night starts (its first status is the same every run)
+            await _until(lambda: hub.watch.state == "connected"
+                         and "watch" in hub.runner.pipeline.devices, REALTIME_TIMEOUT_S)
+            at = {t: (lambda i=i: self.watch_vitals(62 + i, 64 - i))
+                  for i, t in enumerate(WATCH_VITALS_AT_S)}
+            at[WATCH_SOS_AT_S - 20] = self.watch_fix   # the fix is 20 s old at the press
+            at[WATCH_SOS_AT_S] = self.watch_sos
             await simulator.play_in_step(
                 master, simulator.night_script(demo_plan()), speed=self.speed, step_s=STEP_S,
-                at={SOS_AT_S: self.sos_in_real_time},
+                at={**at, SOS_AT_S: self.sos_in_real_time},
                 set_time=lambda t: self.clock.advance(max(0.0, t - self.clock.monotonic())),
                 handled=lambda: engine.readings_handled)
             # the night is over: simulated time stands still while the last events go out

@@ -25,21 +25,24 @@ def test_demo_runs_a_night_and_delivers_every_alert():
     assert "Traceback" not in proc.stderr
     assert "\x1b" not in out, "a pipe gets plain lines, no escape codes"
     for expected in ("bed.entered", "sleep.report", "panel: light alert", "panel: light acknowledged",
-                     "status     devices belt connected, panel connected, modem ready | vitals heart"):
+                     "status     devices belt connected, panel connected, modem ready, watch connected | vitals heart"):
         assert expected in out, expected
     raised = set(re.findall(r"alert\.raised +(P\d)  (\w+)", out))
     assert raised == ALERTS
     delivered = re.findall(r"delivered  (P\d) (\w+) at the server, (\d+) ms after its commit \(real\)", out)
-    assert {(p, rule) for p, rule, _ in delivered} == ALERTS and len(delivered) == 3
+    assert {(p, rule) for p, rule, _ in delivered} == ALERTS and len(delivered) == 4  # 2 SOS
     # the SOS is held and acknowledged in real time: the simulated clock follows real time meanwhile
     held = float(re.search(r"the resident lets go after ([\d.]+) s \(real\)", out).group(1))
     assert held >= demo.SOS_HOLD_S
+    # the watch: heart rate and battery, and an SOS with where the resident is
+    assert "the watch reports heart rate" in out and "watch connected, battery 64%" in out
+    assert re.search(r"alert\.raised +P1  sos SOS pressed on the watch at 31\.2304, 121\.4737 \(fix \d+(\.\d+)? s old\)", out)
     # the internet is down during the SOS: the bound phone is texted and its "OK" acknowledges
     assert re.search(r"SMS to \+8613800000000: .*SOS", out)
     assert re.search(r"alert\.notified +P\d  sms to \+8613800000000 \(Duty desk\): sent", out)
     assert re.search(r"alert\.acknowledged P\d  sos sms:\+8613800000000", out)
     assert "the hub took the reply as an acknowledgement" in out
-    sos = out.index("the resident presses SOS")
+    sos = out.index("the resident presses SOS and holds it")
     back = out.index("---- back to 2400x")
     sim = re.findall(r"sim (\d\d):(\d\d):(\d\d)  real (\d+):([\d.]+)", out[sos:back])
     sim_s = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s, _, _ in sim]
@@ -49,7 +52,7 @@ def test_demo_runs_a_night_and_delivers_every_alert():
     summary = out[out.index("Summary:"):]
     committed, received = map(int, re.search(r"events: (\d+) committed, (\d+) delivered", summary).groups())
     assert committed > 300 and received == committed
-    assert "alerts: 3 raised, 3 delivered" in summary
+    assert "alerts: 4 raised, 4 delivered" in summary
     for prio, rule in ALERTS:
         assert re.search(rf"{prio} {rule} +raised \d\d:\d\d:\d\d \(sim\), delivered in \d+ ms \(real\),"
                          r" now resolved", summary), rule
