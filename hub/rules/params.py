@@ -1,6 +1,6 @@
 """The ``[rules.NAME]``, ``[alerts]`` and ``[sleep_report]`` configuration keys.
 
-Defaults come from docs/alerts.md (which cites shared/reference/alert-rules.md sections 2, 3, 5);
+Defaults come from docs/alerts.md, which cites the public source of each threshold;
 ``hub.config`` imports these tables and hands the parsed values back as plain dicts
 (durations in float seconds, windows as ``Window``, times of day as minutes after midnight).
 """
